@@ -1,0 +1,32 @@
+"""Shared fixtures: one local Ray cluster per test session, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """Start a 2-CPU local Ray cluster on 127.0.0.1 once and shut it down at the end.
+
+    Tests that use it must fit in 2 CPUs (for example 2 Ray Train workers x 1 CPU).
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
