@@ -11,7 +11,10 @@ Usage: python bench/augment_speed.py [--dataset cifar100] [--batch-size 256] [--
 The images are random uint8 pixels of the dataset's shape, because throughput depends on
 the shape, not on the content. The two pipelines run on alternating batches and the
 script reports wall-clock and CPU-time rates, so on a shared machine the ratio stays
-comparable even when the absolute numbers move with the load.
+comparable even when the absolute numbers move with the load. On an oversubscribed
+machine (load average above the core count), ``--threads 2`` made the batched pipeline
+several times slower than ``--threads 1``, because every tensor operation then waits for
+a descheduled thread.
 """
 
 from __future__ import annotations
@@ -30,16 +33,24 @@ from PIL import Image
 
 from hmlc_core.data import build_two_view_augmentation, default_augmentation_config
 from hmlc_core.data.image_augment import ImageAugmentationConfig
-from hmlc_core.data.transforms import _DATASET_SPECS
 
 SHAPES = {"cifar100": (3, 32, 32), "fashion-mnist": (1, 28, 28)}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=sorted(SHAPES), default="cifar100", help="image shape and recipe")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per batch for both pipelines")
-    parser.add_argument("--batches", type=int, default=10, help="timed batches per pipeline (after one warm-up batch)")
+    parser.add_argument(
+        "--dataset", choices=sorted(SHAPES), default="cifar100", help="image shape and recipe"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="images per batch for both pipelines"
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=10,
+        help="timed batches per pipeline, after one warm-up batch",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -47,7 +58,11 @@ def parse_args() -> argparse.Namespace:
         help="torch intra-op threads of the batched pipeline; 1 compares one core with one core, "
         "since the PIL pipeline uses one core per DataLoader worker",
     )
-    parser.add_argument("--device", default="cpu", help="device of the batched pipeline (the PIL pipeline always runs on the CPU)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="device of the batched pipeline; the PIL pipeline always runs on the CPU",
+    )
     return parser.parse_args()
 
 
@@ -55,7 +70,8 @@ def build_pil_pipeline(dataset: str) -> Callable[[Image.Image], torch.Tensor]:
     """Return torchvision's per-image version of the same recipe, ending in a normalised tensor."""
     config = default_augmentation_config(dataset)
     assert isinstance(config, ImageAugmentationConfig)
-    _, mean, std = _DATASET_SPECS[dataset]
+    normalize = build_two_view_augmentation(dataset).normalize
+    assert normalize is not None
     steps: list[Callable] = [
         T.RandomResizedCrop(SHAPES[dataset][1], scale=config.crop_scale, ratio=config.crop_ratio),
         T.RandomHorizontalFlip(config.flip_prob),
@@ -66,7 +82,7 @@ def build_pil_pipeline(dataset: str) -> Callable[[Image.Image], torch.Tensor]:
     ]
     if config.grayscale_prob > 0:
         steps.append(T.RandomGrayscale(config.grayscale_prob))
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    steps += [T.ToTensor(), T.Normalize(normalize.mean, normalize.std)]
     return T.Compose(steps)
 
 
@@ -122,7 +138,8 @@ def run(args: argparse.Namespace) -> tuple[Timings, Timings]:
     pil_step = make_pil_step(args.dataset)
     batched, pil = Timings(), Timings()
     for index in range(args.batches + 1):
-        batch = torch.randint(0, 256, (args.batch_size, *shape), dtype=torch.uint8, generator=generator)
+        size = (args.batch_size, *shape)
+        batch = torch.randint(0, 256, size, dtype=torch.uint8, generator=generator)
         pil_batch = to_pil(batch)
         wall, cpu = time.perf_counter(), time.process_time()
         batched_step(batch)
@@ -146,12 +163,13 @@ def main() -> None:
         "cpu": (size / statistics.median(batched.cpu), size / statistics.median(pil.cpu)),
     }
     print(
-        f"dataset {args.dataset} {SHAPES[args.dataset]}, batch {size}, {args.batches} timed batches "
-        f"per pipeline (alternating), median per batch"
+        f"dataset {args.dataset} {SHAPES[args.dataset]}, batch {size}, {args.batches} timed "
+        "batches per pipeline (alternating), median per batch"
     )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} thread(s), 1-minute load average before the run {load_before:.1f}"
+        f"{torch.get_num_threads()} thread(s), 1-minute load average before the run "
+        f"{load_before:.1f}"
     )
     for clock, label in (("wall", "per wall-clock second"), ("cpu", "per CPU second")):
         batched_rate, pil_rate = rates[clock]

@@ -1,9 +1,11 @@
 """Time forward + backward of the contrastive losses on the CPU.
 
-Prints milliseconds per forward+backward (median of repeats after warm-up) for
-supcon_loss and hierarchical_loss as HMC, HMCE, HMCE with (L, D) hard masks and
-HMCE with (N, V, L, D) soft masks, and each variant's time over SupCon's at the
-same batch. Run from the repository root:
+Prints milliseconds per forward+backward (median of repeats after warm-up).
+The variants are supcon_loss and hierarchical_loss as HMC, HMCE, HMCE with
+(L, D) hard masks and HMCE with (N, V, L, D) soft masks. "x supcon" is
+each variant's time over SupCon's at the same batch, for wall time and for
+this process's CPU time. Run from the repository
+root:
 
     python bench/loss_speed.py            # N = 512 and 2048 images, L = 2 and 3
     python bench/loss_speed.py --quick    # N = 512 only, fewer repeats
@@ -12,6 +14,7 @@ same batch. Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -58,21 +61,23 @@ def label_paths(num_images: int, num_levels: int, generator: torch.Generator) ->
 
 def time_variants(
     steps: dict[str, Callable[[], Tensor]], warmup: int, repeats: int
-) -> dict[str, float]:
-    """Return the median milliseconds of step() plus backward() for every variant.
+) -> dict[str, tuple[float, float]]:
+    """Return the median wall and process-CPU milliseconds of step() plus backward().
 
     Variants run round-robin within each repeat, so a slow spell of a shared
-    machine affects all of them alike instead of one.
+    machine affects all of them alike instead of one. CPU time counts all of
+    this process's threads, so it varies less than wall time on a busy machine.
     """
-    timings: dict[str, list[float]] = {name: [] for name in steps}
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for run in range(warmup + repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
             step().backward()
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
             if run >= warmup:
-                timings[name].append(elapsed_ms)
-    return {name: statistics.median(values) for name, values in timings.items()}
+                wall[name].append((time.perf_counter() - wall_start) * 1000.0)
+                cpu[name].append((time.process_time() - cpu_start) * 1000.0)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in steps}
 
 
 def variants(features: Tensor, paths: Tensor, generator: torch.Generator) -> dict[str, Callable]:
@@ -102,7 +107,9 @@ def main() -> None:
     sizes = (512,) if args.quick else (512, 2048)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_name()}")
     print(f"D = {WIDTH}, V = {NUM_VIEWS}, t = {TEMPERATURE}, warm-up {warmup}, median of {repeats}")
-    print(f"{'N':>5} {'L':>2} {'variant':<16} {'ms':>9} {'x supcon':>9}")
+    print(f"load average at start (1, 5, 15 min): {os.getloadavg()}")
+    header = f"{'N':>5} {'L':>2} {'variant':<16} {'wall ms':>9} {'x supcon':>9}"
+    print(f"{header} {'cpu ms':>9} {'x supcon':>9}")
     for num_images in sizes:
         for num_levels in (2, 3):
             torch.manual_seed(0)
@@ -111,9 +118,14 @@ def main() -> None:
             paths = label_paths(num_images, num_levels, generator)
             steps = variants(features, paths, generator)
             medians = time_variants(steps, warmup, repeats)
-            baseline = medians["supcon"]
-            for name, ms in medians.items():
-                print(f"{num_images:>5} {num_levels:>2} {name:<16} {ms:>9.1f} {ms / baseline:>9.2f}")
+            wall_base, cpu_base = medians["supcon"]
+            for name, (wall_ms, cpu_ms) in medians.items():
+                print(
+                    f"{num_images:>5} {num_levels:>2} {name:<16} {wall_ms:>9.1f} "
+                    f"{wall_ms / wall_base:>9.2f} {cpu_ms:>9.1f} {cpu_ms / cpu_base:>9.2f}"
+                )
+    print(f"load average at end (1, 5, 15 min): {os.getloadavg()}")
+
 
 if __name__ == "__main__":
     main()

@@ -53,12 +53,9 @@ class ConfigBase:
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
             field_type = field_types[name]
-            if (
-                isinstance(value, Mapping)
-                and isinstance(field_type, type)
-                and issubclass(field_type, ConfigBase)
-            ):
-                value = field_type.from_dict(value)
+            config_type = _config_type(field_type)
+            if isinstance(value, Mapping) and config_type is not None:
+                value = config_type.from_dict(value)
             elif isinstance(value, list) and _is_tuple_type(field_type):
                 value = tuple(value)
             kwargs[name] = value
@@ -73,11 +70,24 @@ class ConfigBase:
         return dataclasses.replace(self, **changes)
 
 
+def _config_type(field_type: Any) -> type[ConfigBase] | None:
+    """Return the ConfigBase subclass inside ``field_type`` (also ``X | None``), if any."""
+    candidates = typing.get_args(field_type) if _is_union(field_type) else (field_type,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, ConfigBase):
+            return candidate
+    return None
+
+
+def _is_union(field_type: Any) -> bool:
+    return typing.get_origin(field_type) in (typing.Union, types.UnionType)
+
+
 def _is_tuple_type(field_type: Any) -> bool:
     origin = typing.get_origin(field_type)
     if origin is tuple:
         return True
-    if origin in (typing.Union, types.UnionType):
+    if _is_union(field_type):
         return any(_is_tuple_type(arg) for arg in typing.get_args(field_type))
     return False
 

@@ -34,7 +34,7 @@ _SOFT_MASK_SEED_OFFSET = 7933
 
 @dataclasses.dataclass
 class TrialArtifacts:
-    """What :func:`compute_trial_artifacts` returns.
+    """Mask matrices and probe confusion summary of one trial.
 
     Attributes:
         level_names: hierarchy level names, coarsest first.

@@ -16,7 +16,7 @@ KNN = "val/knn_acc"
 
 @dataclasses.dataclass(frozen=True)
 class TrialRecord:
-    """What the leaderboard shows of one trial.
+    """One trial as the leaderboard shows it.
 
     Attributes:
         trial_id: Ray Tune trial id.

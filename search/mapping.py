@@ -147,7 +147,7 @@ def apply_sample(base: RunConfig, sample: Mapping[str, Any], num_levels: int) ->
         elif name == "mask_temp":
             method["mask_temperature"] = float(value)
         else:
-            raise SpaceError(f"sample holds unknown knob {name!r}")
+            raise SpaceError(f"sample contains unknown knob {name!r}")
     return RunConfig.from_dict(values)
 
 

@@ -1,6 +1,6 @@
 """The stages of one search, called by ``search/tune.py``.
 
-A search is identified by its folder ``<storage-path>/<name>``. That folder holds Ray
+A search is identified by its folder ``<storage-path>/<name>``. That folder contains Ray
 Tune's experiment state, the trials' Ray Train runs (``train_runs/<trial id>``) and
 ``sweep.json``: the settings a ``--resume`` needs to continue the same MLflow parent
 run with the same space and base run.
@@ -45,7 +45,7 @@ EXIT_INTERRUPTED = 130
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What the search needs to know of the dataset before any trial starts."""
+    """Dataset facts the search needs before any trial starts."""
 
     name: str
     level_names: tuple[str, ...]
@@ -113,7 +113,7 @@ def inspect_dataset(options: SearchOptions) -> DatasetInfo:
     except (DataError, ConfigError, FileNotFoundError) as error:
         raise SearchSetupError(
             f"dataset {options.dataset!r} is not usable: {error}\n"
-            "Pass --data-dir with the folder that holds the files."
+            "Pass --data-dir with the folder that contains the files."
         ) from error
     in_channels = int(train.inputs.shape[1]) if train.modality == "image" else int(train.inputs.shape[-1])
     return DatasetInfo(
@@ -221,7 +221,7 @@ def build_run_and_space(
     """Return the base RunConfig and the checked search space.
 
     Raises:
-        SearchSetupError: a run setting is invalid or the space holds values the method
+        SearchSetupError: a run setting is invalid or the space contains values the method
             cannot use.
     """
     settings = run_settings(options, budget, info)
@@ -442,8 +442,8 @@ def restore_tuner(state: SweepState, storage: str, options: SearchOptions) -> An
     path = join_storage(storage, state.name)
     if not tune.Tuner.can_restore(path):
         raise SearchSetupError(
-            f"search folder {path} holds no Ray Tune state to resume; it was interrupted "
-            "before its first trial. Start it again without --resume"
+            f"search folder {path} contains no Ray Tune state to resume because it was "
+            "interrupted before its first trial. Start it again without --resume"
         )
     return tune.Tuner.restore(
         path,
@@ -649,7 +649,7 @@ def run_search(options: SearchOptions) -> int:
         state, space = prepare_new_search(options, storage, tracking_uri)
         client = tracking.make_client(state.tracking_uri)
         tuner = build_tuner(state, space, storage, options)
-    print(f"Search {state.name}: MLflow parent run {state.parent_run_id} in {state.tracking_uri}")
+    print(f"Search {state.name}: MLflow parent run {state.parent_run_id} in {state.tracking_uri}", flush=True)
     results = tuner.fit()
     if search_interrupted(results, state.num_samples):
         tracking.finish_run(client, state.parent_run_id, "KILLED")

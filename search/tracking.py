@@ -2,8 +2,8 @@
 
 Layout (a later tool reads it, so keep names stable):
 
-- Experiment: ``--experiment-name``; one experiment can hold searches of several
-  methods, told apart by the ``method`` tag.
+- Experiment: ``--experiment-name``; one experiment can contain searches of several
+  methods, distinguished by the ``method`` tag.
 - Parent run, one per search: tags ``method``, ``dataset``, ``budget``, ``seed``,
   ``sweep_id`` (a uuid4 hex), ``git_commit``, ``run_kind=search``; params with the same
   values plus one ``space.<knob>`` param per knob; artifacts ``search_space.yaml``,
@@ -59,6 +59,7 @@ _RUN_STATUS = {
     STATUS_FAILED: "FAILED",
 }
 _MAX_PARAM_LENGTH = 6000
+_LOCKED_RETRIES = 4
 
 
 def default_tracking_uri(directory: str | Path | None = None) -> str:
@@ -285,15 +286,28 @@ def numeric_metrics(metrics: Mapping[str, Any], skip: Iterable[str] = ("epoch",)
 
 
 def log_epoch_metrics(client: Any, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
-    """Log every numeric entry of one epoch's report at ``step`` (the epoch)."""
+    """Log every numeric entry of one epoch's report at ``step`` (the epoch).
+
+    Several trials write to one SQLite store at once, so a write that finds the database
+    locked is tried again, up to 4 times over about 7 seconds.
+    """
     from mlflow.entities import Metric
 
     timestamp = _now_ms()
     batch = [
         Metric(key, value, timestamp, step) for key, value in numeric_metrics(metrics).items()
     ]
-    if batch:
-        client.log_batch(run_id, metrics=batch)
+    if not batch:
+        return
+    for attempt in range(_LOCKED_RETRIES + 1):
+        try:
+            client.log_batch(run_id, metrics=batch)
+            return
+        except Exception as error:  # MLflow wraps the driver's OperationalError
+            if "locked" not in str(error) or attempt == _LOCKED_RETRIES:
+                raise
+            logger.warning("MLflow store locked while logging run %s; retrying", run_id)
+            time.sleep(0.5 * 2**attempt)
 
 
 def best_objective(client: Any, run_id: str, key: str = OBJECTIVE) -> tuple[float, int] | None:

@@ -42,7 +42,7 @@ class InjectedTrialError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TrialContext:
-    """What every trial needs besides its sampled knobs (passed with ``tune.with_parameters``).
+    """Settings every trial needs besides its sampled knobs (passed with ``tune.with_parameters``).
 
     Attributes:
         base_run: ``RunConfig.to_dict()`` of the run every trial starts from.
@@ -90,7 +90,10 @@ class TrialReportCallback(TuneReportCallback):
         if self._client is None:
             self._client = tracking.make_client(self.tracking_uri)
         step = int(report.get("epoch", 0))
-        tracking.log_epoch_metrics(self._client, self.run_id, report, step=step)
+        try:
+            tracking.log_epoch_metrics(self._client, self.run_id, report, step=step)
+        except Exception:  # noqa: BLE001 - a tracking outage must not stop training
+            logger.exception("logging epoch %d to MLflow run %s failed", step, self.run_id)
         super().after_report(run_context, metrics, checkpoint)
         if self.fail_marker is not None and not os.path.exists(self.fail_marker):
             Path(self.fail_marker).touch()
@@ -137,7 +140,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 def _debug_failure(context: TrialContext, trial_id: str) -> str | None:
     """Apply the ``--debug-fail-trial`` hook; return the fail-once marker path, if any.
 
-    The first trial that starts claims the failure by creating a claim file that holds
+    The first trial that starts claims the failure by creating a claim file that contains
     its id, so exactly one trial fails, also when it is retried.
     """
     if context.fail_mode is None or context.fail_marker_dir is None:
@@ -160,7 +163,7 @@ def log_trial_artifacts(client: Any, run_id: str, checkpoint: Any, run: RunConfi
     """Compute and log the mask heatmaps and the probe confusion summary of a trial.
 
     On GPU runs the work goes to a Ray task with one GPU, because the trial itself
-    holds no accelerator.
+    reserves no accelerator.
     """
     from search.artifacts import compute_trial_artifacts
 

@@ -1,10 +1,10 @@
 """CIFAR-100 from the official ``cifar-100-python`` pickle files.
 
 The folder contains ``train``, ``test`` and ``meta``. Each split file is a dict with
-``data`` (N, 3072) uint8 rows (1,024 red, then green, then blue values of a 32x32 image),
-``fine_labels`` and ``coarse_labels``; ``meta`` contains ``fine_label_names`` and
-``coarse_label_names``. The files were written by Python 2, so keys and names may come
-back as bytes; both forms are accepted.
+``data``, ``fine_labels`` and ``coarse_labels``. The ``data`` array is (N, 3072) uint8:
+each row contains the 1,024 red, then green, then blue values of a 32x32 image. The
+``meta`` file contains ``fine_label_names`` and ``coarse_label_names``. The files were
+written by Python 2, so keys and names may come back as bytes, and both forms are accepted.
 
 The two-level hierarchy (20 superclasses over 100 classes) is read from the labels of the
 ``train`` file itself, and the labels of the ``test`` file are checked against it.
@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 NAME = "cifar100"
 FOLDER = "cifar-100-python"
 LEVEL_NAMES = ("superclass", "class")
-# Per-channel statistics of the 50,000 training images in [0, 1] units.
+# The per-channel mean and standard deviation of the training images (in [0, 1] units)
+# that CIFAR-100 training code commonly uses; this project did not recompute them.
 MEAN = (0.5071, 0.4865, 0.4409)
 STD = (0.2673, 0.2564, 0.2762)
 IMAGE_SHAPE = (3, 32, 32)
@@ -170,7 +171,11 @@ def _label_paths(data: dict[str, Any], path: Path) -> torch.Tensor:
 
 
 def _read_hierarchy(folder: Path) -> tuple[Hierarchy, dict[str, Any]]:
-    """Build the hierarchy from ``meta`` names and ``train`` labels; return it and the train dict."""
+    """Build the hierarchy from ``meta`` names and ``train`` labels.
+
+    Returns:
+        The hierarchy and the content of the ``train`` file.
+    """
     coarse_names, fine_names = _read_names(folder / "meta")
     train = _read_split(folder / "train")
     hierarchy = Hierarchy.from_paths(

@@ -16,7 +16,8 @@ Modality = Literal["image", "points"]
 Split = Literal["train", "val", "test"]
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: comparing tensors elementwise has no single truth value, so compare by identity.
+@dataclasses.dataclass(frozen=True, eq=False)
 class HierarchicalDataset:
     """A whole split held in memory as tensors, with the label path of every sample.
 
@@ -114,7 +115,9 @@ class HierarchicalDataset:
         """
         return self.hierarchy.class_counts(self.paths)
 
-    def subset(self, indices: Tensor | Sequence[int], split: Split | None = None) -> HierarchicalDataset:
+    def subset(
+        self, indices: Tensor | Sequence[int], split: Split | None = None
+    ) -> HierarchicalDataset:
         """Return the samples at ``indices`` (copied), optionally under a new split name.
 
         Shape:
@@ -152,20 +155,31 @@ class HierarchicalDataset:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (inputs, paths) batches, in a seeded random order when ``shuffle`` is set.
 
+        With ``world_size`` > 1, every worker draws the same order (seed its generator
+        identically) and takes every ``world_size``-th sample from position ``rank``. The
+        last ``len(self) % world_size`` samples of the order are dropped, so all workers get
+        the same number of samples.
+
         Shape:
             yields: inputs (B, ...) as stored and paths (B, L).
+
+        Raises:
+            DataError: batch_size < 1, or rank is outside [0, world_size).
         """
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank must be in [0, world_size={world_size}), got {rank}")
         n = len(self)
-        if shuffle:
-            order = torch.randperm(n, generator=generator)
-        else:
-            order = torch.arange(n)
-        stop = n - n % batch_size if drop_last else n
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order[: n - n % world_size][rank::world_size]
+        count = len(order)
+        stop = count - count % batch_size if drop_last else count
         for start in range(0, stop, batch_size):
             index = order[start : start + batch_size]
             yield (

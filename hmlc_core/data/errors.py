@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class DataError(ValueError):
-    """Invalid data: a corrupt or truncated file, a wrong layout or a label outside the hierarchy."""
+    """Invalid data: a corrupt or truncated file, a wrong layout or a label outside the tree."""
 
 
 class HierarchyError(DataError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,13 +96,16 @@ def hierarchy_from_table(table: LabelTable) -> Hierarchy:
         HierarchyError: a class has two parents, naming the class and both parents.
     """
     class_names = [
-        tuple(sorted({row[level] for row in table.labels})) for level in range(len(table.level_names))
+        tuple(sorted({row[level] for row in table.labels}))
+        for level in range(len(table.level_names))
     ]
     paths = paths_from_table(table, class_names)
     return Hierarchy.from_paths(table.level_names, class_names, paths, source=str(table.path))
 
 
-def paths_from_table(table: LabelTable, class_names: list[tuple[str, ...]] | tuple[tuple[str, ...], ...]) -> torch.Tensor:
+def paths_from_table(
+    table: LabelTable, class_names: Sequence[tuple[str, ...]]
+) -> torch.Tensor:
     """Turn the CSV's label names into indices.
 
     Shape:
@@ -138,7 +142,9 @@ def load_image(path: Path, image_size: int) -> np.ndarray:
     except FileNotFoundError as error:
         raise DataError(f"{path}: image file not found, although the label CSV lists it") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DataError(f"{path}: not a readable image ({error}); the file is corrupt or truncated") from error
+        raise DataError(
+            f"{path}: not a readable image ({error}); the file is corrupt or truncated"
+        ) from error
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 

@@ -175,7 +175,7 @@ class Hierarchy:
         return len(self.level_names)
 
     def num_classes(self, level: int) -> int:
-        """Return the number of classes at ``level`` (0 = coarsest, negative counts from the end)."""
+        """Return the number of classes at ``level`` (0 = coarsest, -1 = finest)."""
         return len(self.class_names[level])
 
     @property

@@ -64,7 +64,10 @@ class ImageAugmentationConfig(ConfigBase):
 
     def validate(self) -> None:
         low, high = self.crop_scale
-        require(0.0 < low <= high <= 1.0, f"crop_scale is {self.crop_scale}; expected 0 < low <= high <= 1")
+        require(
+            0.0 < low <= high <= 1.0,
+            f"crop_scale is {self.crop_scale}; expected 0 < low <= high <= 1",
+        )
         low, high = self.crop_ratio
         require(0.0 < low <= high, f"crop_ratio is {self.crop_ratio}; expected 0 < low <= high")
         for name in ("flip_prob", "jitter_prob", "grayscale_prob"):
@@ -120,13 +123,19 @@ class ImageAugmentationParams:
         )
 
 
-def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None) -> Tensor:
+def _uniform(
+    shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None
+) -> Tensor:
     device = generator.device if generator is not None else torch.device("cpu")
     return low + (high - low) * torch.rand(shape, generator=generator, device=device)
 
 
 def sample_crop_boxes(
-    batch_size: int, height: int, width: int, config: ImageAugmentationConfig, generator: torch.Generator | None
+    batch_size: int,
+    height: int,
+    width: int,
+    config: ImageAugmentationConfig,
+    generator: torch.Generator | None,
 ) -> Tensor:
     """Draw one random resized crop box per sample.
 
@@ -150,8 +159,10 @@ def sample_crop_boxes(
     crop_h = torch.where(any_fit, crop_h.gather(1, first).squeeze(1), fallback_h)
     crop_w = torch.where(any_fit, crop_w.gather(1, first).squeeze(1), fallback_w)
     offset = torch.rand((batch_size, 2), generator=generator, device=crop_h.device)
-    top = torch.where(any_fit, torch.floor(offset[:, 0] * (height - crop_h + 1)), (height - crop_h) // 2)
-    left = torch.where(any_fit, torch.floor(offset[:, 1] * (width - crop_w + 1)), (width - crop_w) // 2)
+    top = torch.floor(offset[:, 0] * (height - crop_h + 1))
+    left = torch.floor(offset[:, 1] * (width - crop_w + 1))
+    top = torch.where(any_fit, top, (height - crop_h) // 2)
+    left = torch.where(any_fit, left, (width - crop_w) // 2)
     return torch.stack([top, left, crop_h, crop_w], dim=1)
 
 
@@ -165,20 +176,21 @@ def _fallback_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple
 
 
 def sample_image_params(
-    batch_size: int, height: int, width: int, config: ImageAugmentationConfig, generator: torch.Generator | None
+    batch_size: int,
+    height: int,
+    width: int,
+    config: ImageAugmentationConfig,
+    generator: torch.Generator | None,
 ) -> ImageAugmentationParams:
     """Draw the parameters of one augmented view for every sample (on the generator's device)."""
     boxes = sample_crop_boxes(batch_size, height, width, config, generator)
     coins = _uniform((batch_size, 3), 0.0, 1.0, generator)
-    factors = torch.stack(
-        [
-            _uniform((batch_size,), max(0.0, 1 - config.brightness), 1 + config.brightness, generator),
-            _uniform((batch_size,), max(0.0, 1 - config.contrast), 1 + config.contrast, generator),
-            _uniform((batch_size,), max(0.0, 1 - config.saturation), 1 + config.saturation, generator),
-            _uniform((batch_size,), -config.hue, config.hue, generator),
-        ],
-        dim=1,
-    )
+    columns = [
+        _uniform((batch_size,), max(0.0, 1 - strength), 1 + strength, generator)
+        for strength in (config.brightness, config.contrast, config.saturation)
+    ]
+    columns.append(_uniform((batch_size,), -config.hue, config.hue, generator))
+    factors = torch.stack(columns, dim=1)
     order = torch.argsort(_uniform((batch_size, 4), 0.0, 1.0, generator), dim=1)
     return ImageAugmentationParams(
         boxes=boxes,
@@ -208,7 +220,8 @@ def crop_and_flip(images: Tensor, boxes: Tensor, flip: Tensor, output_size: int)
     theta[:, 0, 2] = (2 * left + crop_w) / width - 1
     theta[:, 1, 1] = crop_h / height
     theta[:, 1, 2] = (2 * top + crop_h) / height - 1
-    grid = F.affine_grid(theta, [batch, images.shape[1], output_size, output_size], align_corners=False)
+    output_shape = [batch, images.shape[1], output_size, output_size]
+    grid = F.affine_grid(theta, output_shape, align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -229,7 +242,11 @@ def _per_sample(values: Tensor) -> Tensor:
 
 
 def adjust_brightness(images: Tensor, factors: Tensor) -> Tensor:
-    """Scale intensities by a per-sample factor, clipped to [0, 1]. Shape: images (B, C, H, W), factors (B,)."""
+    """Scale intensities by a per-sample factor, clipped to [0, 1].
+
+    Shape:
+        images: (B, C, H, W) in [0, 1]. factors: (B,).
+    """
     return (images * _per_sample(factors)).clamp(0.0, 1.0)
 
 
@@ -274,15 +291,18 @@ def adjust_hue(images: Tensor, shifts: Tensor) -> Tensor:
     red, green, blue = images.unbind(dim=1)
     value = torch.maximum(torch.maximum(red, green), blue)
     chroma = value - torch.minimum(torch.minimum(red, green), blue)
-    inverse_chroma = torch.where(chroma > 0, 1.0 / chroma.clamp_min(1e-12), torch.zeros_like(chroma))
+    zeros = torch.zeros_like(chroma)
+    inverse_chroma = torch.where(chroma > 0, 1.0 / chroma.clamp_min(1e-12), zeros)
     # Hue in sixths of a turn, measured from the channel that equals the value.
-    sixths = torch.where(
-        value == red,
-        (green - blue) * inverse_chroma,
-        torch.where(value == green, (blue - red) * inverse_chroma + 2.0, (red - green) * inverse_chroma + 4.0),
+    from_green_or_blue = torch.where(
+        value == green,
+        (blue - red) * inverse_chroma + 2.0,
+        (red - green) * inverse_chroma + 4.0,
     )
+    sixths = torch.where(value == red, (green - blue) * inverse_chroma, from_green_or_blue)
     sixths = (sixths + 6.0 * shifts.view(-1, 1, 1)).unsqueeze(1)
-    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device)
+    offsets = offsets.view(1, 3, 1, 1)
     k = torch.remainder(offsets + sixths, 6.0)
     weight = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
     return value.unsqueeze(1) - chroma.unsqueeze(1) * weight
@@ -340,7 +360,9 @@ def augment_images(
     """
     batch, channels, height, width = images.shape
     if channels not in (1, 3):
-        raise ValueError(f"image augmentation needs 1 or 3 channels, got {channels}; convert the images first")
+        raise ValueError(
+            f"image augmentation needs 1 or 3 channels, got {channels}; convert the images first"
+        )
     x = images.to(torch.float32).div_(255.0) if images.dtype == torch.uint8 else images.float()
     if params is None:
         params = sample_image_params(batch, height, width, config, generator)

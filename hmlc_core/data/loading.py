@@ -27,7 +27,7 @@ DOWNLOADABLE = ("cifar100", "fashion-mnist")
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(ConfigBase):
-    """Which dataset to load, from where, and how to split it.
+    """Dataset choice, file location and split settings.
 
     Attributes:
         name: "cifar100", "fashion-mnist", "modelnet40" or "folder" (your own images).
@@ -114,7 +114,11 @@ def load_official_split(config: DataConfig, split: Split) -> HierarchicalDataset
 
 def _folder_csvs(config: DataConfig) -> tuple[Path, Path | None]:
     base = Path(config.data_dir) if config.data_dir is not None else None
-    train_csv = Path(config.csv_path) if config.csv_path is not None else base / "train.csv"  # type: ignore[operator]
+    if config.csv_path is not None:
+        train_csv = Path(config.csv_path)
+    else:
+        assert base is not None, "DataConfig.validate requires data_dir or csv_path"
+        train_csv = base / "train.csv"
     if config.test_csv_path is not None:
         return train_csv, Path(config.test_csv_path)
     return train_csv, (base / "test.csv") if base is not None else None

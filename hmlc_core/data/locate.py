@@ -1,4 +1,4 @@
-"""Where dataset files are looked for.
+"""Search order for dataset files.
 
 The search order is:
 

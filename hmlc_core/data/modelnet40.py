@@ -78,7 +78,8 @@ def load_modelnet40(
     if num_points < 1:
         raise DataError(f"num_points must be >= 1, got {num_points}")
     list_name = f"modelnet40_{split}.txt"
-    folder = find_dataset_dir(NAME, data_dir, (FOLDER,), (SHAPE_NAMES_FILE, list_name), _HOW_TO_SUPPLY)
+    required = (SHAPE_NAMES_FILE, list_name)
+    folder = find_dataset_dir(NAME, data_dir, (FOLDER,), required, _HOW_TO_SUPPLY)
     class_names = _read_lines(folder / SHAPE_NAMES_FILE)
     hierarchy = build_hierarchy(class_names, folder / SHAPE_NAMES_FILE)
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -119,10 +120,10 @@ def build_hierarchy(class_names: list[str], source: Path | str = SHAPE_NAMES_FIL
             f"{source}: class '{unknown[0]}' is not one of the 40 ModelNet40 classes, so it "
             "has no group"
         )
-    groups = tuple(group for group in GROUP_NAMES if group in {GROUP_OF_CLASS[n] for n in class_names})
-    return Hierarchy.from_parent_names(
-        LEVEL_NAMES, (groups, tuple(class_names)), ({name: GROUP_OF_CLASS[name] for name in class_names},)
-    )
+    used_groups = {GROUP_OF_CLASS[name] for name in class_names}
+    groups = tuple(group for group in GROUP_NAMES if group in used_groups)
+    parent_of = {name: GROUP_OF_CLASS[name] for name in class_names}
+    return Hierarchy.from_parent_names(LEVEL_NAMES, (groups, tuple(class_names)), (parent_of,))
 
 
 def read_shape(path: Path, num_points: int) -> np.ndarray:
@@ -146,7 +147,9 @@ def read_shape(path: Path, num_points: int) -> np.ndarray:
                     )
                 points[row] = _parse_row(line, path, row)
     except FileNotFoundError as error:
-        raise DataError(f"{path}: shape file not found, although the shape list names it") from error
+        raise DataError(
+            f"{path}: shape file not found, although the shape list names it"
+        ) from error
     return points
 
 

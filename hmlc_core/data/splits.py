@@ -74,7 +74,8 @@ def long_tail_counts(class_sizes: Tensor, rho: float) -> Tensor:
     n_max = int(class_sizes.max())
     ranks = torch.arange(num_classes, dtype=torch.float64)
     exponent = -ranks / max(num_classes - 1, 1)
-    profile = torch.floor(n_max * torch.pow(torch.tensor(float(rho), dtype=torch.float64), exponent))
+    rho_tensor = torch.tensor(float(rho), dtype=torch.float64)
+    profile = torch.floor(n_max * torch.pow(rho_tensor, exponent))
     return torch.minimum(profile.long().clamp_min(1), class_sizes)
 
 

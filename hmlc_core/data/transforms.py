@@ -62,7 +62,9 @@ class TwoViewAugmentation:
     ) -> None:
         expected = ImageAugmentationConfig if modality == "image" else PointAugmentationConfig
         if not isinstance(config, expected):
-            raise TypeError(f"{modality} augmentation needs a {expected.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{modality} augmentation needs a {expected.__name__}, got {type(config).__name__}"
+            )
         if modality == "image" and normalize is None:
             raise ValueError("image augmentation needs the dataset's normalisation (mean and std)")
         self.modality = modality

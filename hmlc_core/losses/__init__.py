@@ -5,6 +5,13 @@ All losses are pure functions of tensors; distributed gathering is an explicit
 """
 
 from hmlc_core.losses.distributed import gather_with_grad
+from hmlc_core.losses.feature_identification import (
+    GMMMaskConfig,
+    GMMMaskResult,
+    MaskFallbackWarning,
+    fisher_ratios,
+    fit_gmm_masks,
+)
 from hmlc_core.losses.hierarchical import (
     HierarchicalLossOutput,
     apply_constraint,
@@ -15,6 +22,11 @@ from hmlc_core.losses.supcon import supcon_loss
 from hmlc_core.losses.weights import default_level_weights, imbalance_weights
 
 __all__ = [
+    "GMMMaskConfig",
+    "GMMMaskResult",
+    "MaskFallbackWarning",
+    "fisher_ratios",
+    "fit_gmm_masks",
     "HierarchicalLossOutput",
     "apply_constraint",
     "default_level_weights",

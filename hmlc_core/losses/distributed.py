@@ -55,7 +55,9 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     that do not require grad (labels, weights) are gathered without a graph.
 
     Args:
-        tensor: this rank's block. Every rank must pass the same shape.
+        tensor: this rank's block. Every rank must pass the same shape and
+            the same ``requires_grad``, because the backward all-reduce runs
+            only for tensors that require grad and needs every rank.
 
     Returns:
         The blocks of all ranks, concatenated in rank order.

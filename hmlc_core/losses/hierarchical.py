@@ -147,7 +147,8 @@ def hierarchical_loss_terms(
             is initialised.
 
     Returns:
-        :class:`HierarchicalLossOutput` with float losses.
+        :class:`HierarchicalLossOutput`, float32 for float16/bfloat16 inputs and
+        otherwise in the dtype of ``features``.
 
     Shape:
         - features: (N, V, D)

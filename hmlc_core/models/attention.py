@@ -19,8 +19,9 @@ from hmlc_core.config import ConfigBase, require
 def valid_attention_heads(channels: int) -> list[int]:
     """Return the head counts that divide ``channels``, in increasing order.
 
-    ``nn.MultiheadAttention`` splits the C channels evenly over the heads, so only
-    these counts are valid for a token width of ``channels``.
+    Multi-head attention splits the C channels evenly over the heads, so only these
+    counts are valid for a token width of ``channels``. A search space can draw
+    ``AttentionMaskerConfig.num_heads`` from this list.
 
     Raises:
         ValueError: ``channels`` is smaller than 1.

@@ -129,12 +129,14 @@ class ContrastiveModel(nn.Module):
                 f"projection head in_dim={head.in_dim} does not match "
                 f"encoder out_dim={encoder.out_dim}; build the head with in_dim=encoder.out_dim"
             )
+        if masker is not None:
+            _check_masker_fits(masker.config, encoder.out_dim, head.out_dim)
         self.encoder = encoder
         self.head = head
         self.masker = masker
 
     def forward(self, x: Tensor) -> ModelOutput:
-        """Encode, project and normalise a batch; add the soft masks when a masker exists.
+        """Encode, project and normalise a batch, and add the soft masks when a masker exists.
 
         The encoder returns its token map only when a masker needs it.
 
@@ -152,6 +154,15 @@ class ContrastiveModel(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Compute the pooled feature h for the linear probe. Shape: (B, ...) -> (B, C)."""
         return self.encoder(x).pooled
+
+
+def _check_masker_fits(config: AttentionMaskerConfig, channels: int, dims: int) -> None:
+    if config.channels != channels or config.out_dim != dims:
+        raise ValueError(
+            f"attention masker (channels={config.channels}, out_dim={config.out_dim}) does not "
+            f"fit encoder out_dim={channels} and head out_dim={dims}; build it with "
+            f"ModelConfig.with_attention"
+        )
 
 
 def build_model(config: ModelConfig) -> ContrastiveModel:

@@ -164,7 +164,8 @@ class OptimConfig(ConfigBase):
         lr: Peak learning rate per 256 images; the run uses lr * batch_size / 256.
         momentum: Momentum factor.
         weight_decay: L2 penalty (LARS skips biases and normalisation parameters).
-        warmup_epochs: Epochs of linear warm-up (fractions allowed); clipped to the run.
+        warmup_epochs: Epochs of linear warm-up (fractions allowed); at most half of the
+            run's steps warm up, so short runs still decay (a project choice).
         min_lr: Absolute learning rate reached at the end of the cosine decay.
         trust_coefficient: LARS trust coefficient; unused by SGD.
     """

@@ -1,6 +1,6 @@
 """The training run on one worker, in named stages, independent of Ray.
 
-:class:`TrainingSession` holds data, model, optimiser, schedule and G-HMLC masks of one
+:class:`TrainingSession` contains data, model, optimiser, schedule and G-HMLC masks of one
 worker. ``hmlc_core.train.worker`` drives it under Ray Train; tests drive it in a plain
 process (or in a gloo process group) to check steps, resumption and mask agreement.
 
@@ -41,7 +41,7 @@ from hmlc_core.train.methods import LossContext
 from hmlc_core.train.optim import build_optimizer
 from hmlc_core.train.schedule import WarmupCosineLR
 from hmlc_core.train.sharding import epoch_batches, epoch_generator, fixed_subset, steps_per_epoch
-from hmlc_core.train.step import Augmentation, train_step
+from hmlc_core.train.step import Augmentation, StepResult, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _PROBE_VAL_STREAM = 5
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
-    """Where this worker sits in the run.
+    """Position of this worker in the run.
 
     Attributes:
         rank: World rank (0 evaluates and writes checkpoints).
@@ -207,7 +207,8 @@ def prepare_optimizer(
         trust_coefficient=optim.trust_coefficient,
     )
     total_steps = run.epochs * num_steps
-    warmup_steps = min(total_steps, round(optim.warmup_epochs * num_steps))
+    # Short runs (smoke tests, search budgets) keep at least half of their steps for decay.
+    warmup_steps = min(total_steps // 2, round(optim.warmup_epochs * num_steps))
     scheduler = WarmupCosineLR(optimizer, total_steps, warmup_steps, min_lr=optim.min_lr)
     return optimizer, scheduler
 
@@ -298,39 +299,16 @@ class TrainingSession:
             run.max_steps_per_epoch,
         )
         generator = epoch_generator(run.seed, self.epoch, info.rank, _AUGMENT_STREAM)
-        hard_masks = None if self.masks is None else self.masks.to(info.device)
-        amp = run.scaling.amp and run.scaling.use_gpu
         sums: dict[str, float] = defaultdict(float)
         last_lr = 0.0
         self.model.train()
         start = time.perf_counter()
+
         for indices in batches:
-            index = indices.to(info.device)
-            images, paths = self.data.train.inputs[index], self.data.train.paths[index]
-            result = train_step(
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                images,
-                paths,
-                self.data.augment,
-                generator,
-                run.method,
-                self.loss_context,
-                hard_masks=hard_masks,
-                amp=amp,
-                step=self.global_step,
-                epoch=self.epoch,
-            )
-            self.global_step += 1
+            result = self._train_step(indices.to(info.device), generator)
             last_lr = result.lr
-            sums["train/loss"] += result.loss
-            for level, value in result.level_losses.items():
-                sums[f"train/loss_L{level + 1}"] += value
-            if result.overlap is not None:
-                sums["train/overlap_penalty"] += result.overlap
-            if self.buffer is not None:
-                self.buffer.add(result.embeddings, paths)
+            _accumulate(sums, result)
+
         seconds = time.perf_counter() - start
         num_steps = len(batches)
         metrics = {key: value / num_steps for key, value in sums.items()}
@@ -341,8 +319,31 @@ class TrainingSession:
         self.epoch += 1
         return metrics
 
+    def _train_step(self, index: Tensor, generator: torch.Generator) -> StepResult:
+        """Take one optimiser step on the training images at ``index`` (on the device)."""
+        images, paths = self.data.train.inputs[index], self.data.train.paths[index]
+        result = train_step(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            images,
+            paths,
+            self.data.augment,
+            generator,
+            self.run.method,
+            self.loss_context,
+            hard_masks=None if self.masks is None else self.masks.to(self.info.device),
+            amp=self.run.scaling.amp and self.run.scaling.use_gpu,
+            step=self.global_step,
+            epoch=self.epoch,
+        )
+        self.global_step += 1
+        if self.buffer is not None:
+            self.buffer.add(result.embeddings, paths)
+        return result
+
     def update_masks(self) -> dict[str, float]:
-        """Refit the G-HMLC masks when the schedule asks for it after the finished epoch.
+        """Refit the G-HMLC masks when the schedule calls for a refit after the finished epoch.
 
         Every worker must call this after :meth:`train_epoch`; the refit is collective.
 
@@ -381,6 +382,15 @@ class TrainingSession:
         if not self.info.is_rank_zero:
             return {}
         return probe_model(self.unwrapped, self.run, self.data.train, self.data.val, self.info.device)
+
+
+def _accumulate(sums: dict[str, float], result: StepResult) -> None:
+    """Add one step's logged losses to the epoch sums."""
+    sums["train/loss"] += result.loss
+    for level, value in result.level_losses.items():
+        sums[f"train/loss_L{level + 1}"] += value
+    if result.overlap is not None:
+        sums["train/overlap_penalty"] += result.overlap
 
 
 def probe_model(

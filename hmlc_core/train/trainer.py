@@ -43,9 +43,10 @@ def build_trainer(
 ) -> TorchTrainer:
     """Build the TorchTrainer that pretrains ``run``.
 
-    Workers use gloo on CPU and NCCL on GPU. Starting a trainer again with the same
-    ``storage_path`` and ``name`` continues that run from its latest checkpoint (Ray
-    Train V2 restores it); ``resume_checkpoint`` starts a new run from a checkpoint.
+    Workers use gloo on CPU and NCCL on GPU. Ray Train V2 restores the latest
+    checkpoint of a run whose ``storage_path`` and ``name`` already exist, so starting
+    a trainer again under the same name continues that run. ``resume_checkpoint``
+    starts a new run from a checkpoint instead.
 
     Args:
         run: The run's configuration.

@@ -42,7 +42,8 @@ CIFAR_STD = torch.tensor([0.2673, 0.2564, 0.2762]).view(1, 3, 1, 1)
 
 def _images(batch: int = 16, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, generator=generator)
+    shape = (batch, channels, size, size)
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -56,7 +57,8 @@ def test_two_view_shapes_cifar() -> None:
 
 
 def test_two_view_shapes_fashion() -> None:
-    views = build_two_view_augmentation("fashion-mnist")(_images(8, channels=1, size=28), _seeded(0))
+    images = _images(8, channels=1, size=28)
+    views = build_two_view_augmentation("fashion-mnist")(images, _seeded(0))
     assert views.shape == (8, 2, 1, 28, 28)
 
 
@@ -116,7 +118,13 @@ def test_coin_frequencies_match_recipe() -> None:
 
 def test_jitter_factor_ranges() -> None:
     factors = sample_image_params(5000, 32, 32, ImageAugmentationConfig(), _seeded(6)).factors
-    for column, low, high in ((BRIGHTNESS, 0.6, 1.4), (CONTRAST, 0.6, 1.4), (SATURATION, 0.6, 1.4), (HUE, -0.1, 0.1)):
+    ranges = (
+        (BRIGHTNESS, 0.6, 1.4),
+        (CONTRAST, 0.6, 1.4),
+        (SATURATION, 0.6, 1.4),
+        (HUE, -0.1, 0.1),
+    )
+    for column, low, high in ranges:
         values = factors[:, column]
         assert values.min() >= low
         assert values.max() <= high
@@ -208,10 +216,17 @@ def test_jitter_follows_each_sample_order() -> None:
     params = dataclasses.replace(
         params,
         jitter=torch.tensor([True, True]),
-        order=torch.tensor([[HUE, CONTRAST, BRIGHTNESS, SATURATION], [BRIGHTNESS, SATURATION, HUE, CONTRAST]]),
+        order=torch.tensor(
+            [[HUE, CONTRAST, BRIGHTNESS, SATURATION], [BRIGHTNESS, SATURATION, HUE, CONTRAST]]
+        ),
         factors=torch.tensor([[1.3, 0.7, 1.2, 0.08], [0.8, 1.25, 0.65, -0.05]]),
     )
-    ops = {BRIGHTNESS: TF.adjust_brightness, CONTRAST: TF.adjust_contrast, SATURATION: TF.adjust_saturation, HUE: TF.adjust_hue}
+    ops = {
+        BRIGHTNESS: TF.adjust_brightness,
+        CONTRAST: TF.adjust_contrast,
+        SATURATION: TF.adjust_saturation,
+        HUE: TF.adjust_hue,
+    }
     out = colour_jitter(images, params)
     for i in range(2):
         expected = images[i]
@@ -286,16 +301,18 @@ def test_eval_transform_normalises_exactly() -> None:
     out = build_eval_transform("cifar100")(images)
     assert torch.allclose(out[0], (-CIFAR_MEAN / CIFAR_STD)[0].expand(3, 4, 4))
     assert torch.allclose(out[1], ((1 - CIFAR_MEAN) / CIFAR_STD)[0].expand(3, 4, 4))
-    fashion = build_eval_transform("fashion-mnist")(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8))
+    white = torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)
+    fashion = build_eval_transform("fashion-mnist")(white)
     assert torch.allclose(fashion, torch.full((1, 1, 2, 2), (1 - 0.2860) / 0.3530))
 
 
 def test_rotation_matrices_right_handed() -> None:
     quarter = torch.tensor([math.pi / 2])
     # About y: z goes to x. About z: x goes to y. About x: y goes to z.
-    assert torch.allclose(rotation_about_axis(quarter, 1)[0] @ torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
-    assert torch.allclose(rotation_about_axis(quarter, 2)[0] @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
-    assert torch.allclose(rotation_about_axis(quarter, 0)[0] @ torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
+    x, y, z = torch.eye(3)
+    assert torch.allclose(rotation_about_axis(quarter, 1)[0] @ z, x, atol=1e-6)
+    assert torch.allclose(rotation_about_axis(quarter, 2)[0] @ x, y, atol=1e-6)
+    assert torch.allclose(rotation_about_axis(quarter, 0)[0] @ y, z, atol=1e-6)
 
 
 def test_point_rotation_keeps_up_axis() -> None:
@@ -309,13 +326,15 @@ def test_point_rotation_keeps_up_axis() -> None:
 
 def test_point_scale_and_jitter_bounds() -> None:
     points = torch.randn(500, 40, 3)
-    scaled = augment_points(points, PointAugmentationConfig(rotate=False, jitter_sigma=0.0), _seeded(1))
+    scale_only = PointAugmentationConfig(rotate=False, jitter_sigma=0.0)
+    scaled = augment_points(points, scale_only, _seeded(1))
     factors = (scaled.norm(dim=2) / points.norm(dim=2)).mean(dim=1)
     assert factors.min() >= 0.8 - 1e-5
     assert factors.max() <= 1.25 + 1e-5
     assert factors.min() < 0.82
     assert factors.max() > 1.23
-    jittered = augment_points(points, PointAugmentationConfig(rotate=False, scale_range=(1.0, 1.0)), _seeded(2))
+    jitter_only = PointAugmentationConfig(rotate=False, scale_range=(1.0, 1.0))
+    jittered = augment_points(points, jitter_only, _seeded(2))
     noise = jittered - points
     assert noise.abs().max() <= 0.05 + 1e-6
     assert noise.std().item() == pytest.approx(0.01, rel=0.05)
@@ -339,7 +358,8 @@ def test_cuda_views_match_cpu() -> None:
     assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-4)
     points = torch.randn(4, 64, 3)
     point_augment = build_two_view_augmentation("modelnet40")
-    assert torch.allclose(point_augment(points.cuda(), _seeded(21)).cpu(), point_augment(points, _seeded(21)), atol=1e-5)
+    points_on_gpu = point_augment(points.cuda(), _seeded(21)).cpu()
+    assert torch.allclose(points_on_gpu, point_augment(points, _seeded(21)), atol=1e-5)
 
 
 def test_default_normalisation_for_plain_dataset() -> None:

@@ -50,8 +50,10 @@ def _write_pickle(path: Path, content: dict) -> None:
         pickle.dump(content, handle, protocol=2)
 
 
-def write_cifar100(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Path:
-    """Write train, test and meta files; each split is (images (N, 3, 32, 32) uint8, fine labels)."""
+def write_cifar100(
+    folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> Path:
+    """Write train, test and meta files from (uint8 images (N, 3, 32, 32), fine labels) pairs."""
     names = _official_names()
     fine_to_coarse = np.array(names["fine_to_coarse"])
     root = folder / "cifar-100-python"
@@ -158,14 +160,17 @@ def test_missing_files_explain_download(tmp_path: Path) -> None:
 def test_truncated_file_named(small_fixture: Path) -> None:
     target = small_fixture / "test"
     target.write_bytes(target.read_bytes()[:-500])
-    with pytest.raises(DataError, match=f"{re.escape(str(target))}: not a readable CIFAR-100 pickle"):
+    expected = f"{re.escape(str(target))}: not a readable CIFAR-100 pickle"
+    with pytest.raises(DataError, match=expected):
         load_cifar100(small_fixture, "test")
 
 
 @needs_shared_data
 def test_wrong_layout_named(small_fixture: Path) -> None:
-    _write_pickle(small_fixture / "test", {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})
-    with pytest.raises(DataError, match=r"test: missing key\(s\) \['fine_labels', 'coarse_labels'\]"):
+    content = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    _write_pickle(small_fixture / "test", content)
+    expected = r"test: missing key\(s\) \['fine_labels', 'coarse_labels'\]"
+    with pytest.raises(DataError, match=expected):
         load_cifar100(small_fixture, "test")
 
 
@@ -208,5 +213,6 @@ def test_inconsistent_training_superclass_named(tmp_path: Path) -> None:
 def test_foreign_pickle_object_rejected(small_fixture: Path) -> None:
     with (small_fixture / "meta").open("wb") as handle:
         pickle.dump({"fine_label_names": os.getcwd}, handle, protocol=2)
-    with pytest.raises(DataError, match="meta: not a readable CIFAR-100 pickle .*unexpected object"):
+    expected = "meta: not a readable CIFAR-100 pickle .*unexpected object"
+    with pytest.raises(DataError, match=expected):
         load_cifar100(small_fixture, "train")

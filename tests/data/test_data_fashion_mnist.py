@@ -22,7 +22,7 @@ FILES = (
 )
 needs_real_data = pytest.mark.skipif(
     not all((SYSTEM_DIR / name).is_file() for name in FILES),
-    reason=f"real Fashion-MNIST not installed in {SYSTEM_DIR} (Debian package dataset-fashion-mnist)",
+    reason=f"real Fashion-MNIST not installed in {SYSTEM_DIR} (Debian: dataset-fashion-mnist)",
 )
 
 

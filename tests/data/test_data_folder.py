@@ -29,7 +29,9 @@ TRAIN_ROWS = [
 ]
 
 
-def write_folder(folder: Path, rows=TRAIN_ROWS, csv_name: str = "train.csv", size: int = 12) -> Path:
+def write_folder(
+    folder: Path, rows=TRAIN_ROWS, csv_name: str = "train.csv", size: int = 12
+) -> Path:
     """Write one solid-colour image per row and the CSV ``filename,kingdom,species``."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["filename,kingdom,species"]
@@ -87,7 +89,8 @@ def test_test_split_reads_train_hierarchy(tmp_path: Path) -> None:
 def test_test_label_outside_hierarchy_named(tmp_path: Path) -> None:
     csv_path = write_folder(tmp_path)
     test_csv = write_folder(tmp_path, [("t1.png", "plant", "pine", (9, 9, 9))], csv_name="test.csv")
-    with pytest.raises(DataError, match="test.csv: row 2 \\(t1.png\\) has label 'pine' at level 'species'"):
+    expected = "test.csv: row 2 \\(t1.png\\) has label 'pine' at level 'species'"
+    with pytest.raises(DataError, match=expected):
         load_image_folder(csv_path, "test", test_csv=test_csv)
 
 
@@ -134,11 +137,12 @@ def test_missing_csv_explained(tmp_path: Path) -> None:
 
 def test_folder_splits_end_to_end(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    rows = [
-        (f"{i}.png", "animal" if i % 3 else "plant", ("cat", "dog")[i % 2] if i % 3 else "oak", tuple(rng.integers(0, 255, 3).tolist()))
-        for i in range(30)
-    ]
+    rows = []
+    for i in range(30):
+        coarse, fine = ("animal", ("cat", "dog")[i % 2]) if i % 3 else ("plant", "oak")
+        rows.append((f"{i}.png", coarse, fine, tuple(rng.integers(0, 255, 3).tolist())))
     csv_path = write_folder(tmp_path / "images", rows, size=6)
-    splits = load_splits(DataConfig(name="folder", csv_path=str(csv_path), val_fraction=0.2, image_size=6))
+    config = DataConfig(name="folder", csv_path=str(csv_path), val_fraction=0.2, image_size=6)
+    splits = load_splits(config)
     assert len(splits.train) + len(splits.val) == 30
     assert splits.val.class_counts()[1].tolist() == [2, 2, 2]

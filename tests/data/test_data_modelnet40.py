@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from hmlc_core.data import DataConfig, DataError, DataNotFoundError, load_modelnet40, load_splits, load_test_split
+from hmlc_core.data import (
+    DataConfig,
+    DataError,
+    DataNotFoundError,
+    load_modelnet40,
+    load_splits,
+    load_test_split,
+)
 from hmlc_core.data import locate
 from hmlc_core.data.modelnet40 import GROUP_NAMES, GROUP_OF_CLASS
 
@@ -34,7 +41,9 @@ def _write_shape(path: Path, points: np.ndarray) -> None:
     path.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in rows) + "\n")
 
 
-def write_modelnet40(folder: Path, classes: tuple[str, ...] = ("airplane", "night_stand", "xbox")) -> Path:
+def write_modelnet40(
+    folder: Path, classes: tuple[str, ...] = ("airplane", "night_stand", "xbox")
+) -> Path:
     """Write the layout with two train shapes and one test shape for each of ``classes``.
 
     Shape k of a class has points at x = k + offset, so tests can recognise it.
@@ -129,14 +138,16 @@ def test_missing_shape_file_named(tmp_path: Path) -> None:
 def test_unknown_class_in_list_named(tmp_path: Path) -> None:
     root = write_modelnet40(tmp_path)
     (root / "modelnet40_test.txt").write_text("spaceship_0001\n")
-    with pytest.raises(DataError, match="modelnet40_test.txt: shape 'spaceship_0001' belongs to class 'spaceship'"):
+    expected = "modelnet40_test.txt: shape 'spaceship_0001' belongs to class 'spaceship'"
+    with pytest.raises(DataError, match=expected):
         load_modelnet40(root, "test", num_points=64)
 
 
 def test_foreign_shape_names_rejected(tmp_path: Path) -> None:
     root = write_modelnet40(tmp_path)
     (root / "modelnet40_shape_names.txt").write_text("airplane\nspaceship\n")
-    with pytest.raises(DataError, match="modelnet40_shape_names.txt: class 'spaceship' is not one of the 40"):
+    expected = "modelnet40_shape_names.txt: class 'spaceship' is not one of the 40"
+    with pytest.raises(DataError, match=expected):
         load_modelnet40(root, "train", num_points=64)
 
 

@@ -183,7 +183,8 @@ def test_test_split_separate_and_marked() -> None:
 
 @needs_fashion
 def test_fashion_long_tail_train_balanced_val() -> None:
-    splits = load_splits(DataConfig(name="fashion-mnist", data_dir=str(FASHION_DIR), long_tail_rho=10.0))
+    config = DataConfig(name="fashion-mnist", data_dir=str(FASHION_DIR), long_tail_rho=10.0)
+    splits = load_splits(config)
     fine_counts = splits.train.class_counts()[2]
     assert fine_counts.tolist() == long_tail_counts(torch.full((10,), 5400), 10.0).tolist()
     assert fine_counts[0].item() == 5400
@@ -200,3 +201,19 @@ def test_subset_and_batches(fashion_splits: TrainValSplits) -> None:
     seen = torch.cat([paths[:, -1] for _, paths in batches])
     assert sorted(seen.tolist()) == sorted(small.fine_labels.tolist())
     assert len(list(small.iter_batches(4, drop_last=True))) == 2
+
+
+@needs_fashion
+def test_batches_sharded_across_workers(fashion_splits: TrainValSplits) -> None:
+    small = fashion_splits.val.subset(torch.arange(11))
+    shards = []
+    for rank in range(3):
+        generator = torch.Generator().manual_seed(4)
+        batches = small.iter_batches(2, shuffle=True, generator=generator, rank=rank, world_size=3)
+        shards.append(torch.cat([paths[:, -1] for _, paths in batches]))
+    assert [len(shard) for shard in shards] == [3, 3, 3]
+    order = torch.randperm(11, generator=torch.Generator().manual_seed(4))
+    expected = small.fine_labels[order[:9]]
+    assert torch.equal(torch.stack(shards, dim=1).flatten(), expected)
+    with pytest.raises(DataError, match="rank must be in \\[0, world_size=3\\), got 3"):
+        next(small.iter_batches(2, rank=3, world_size=3))

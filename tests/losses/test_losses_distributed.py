@@ -1,6 +1,6 @@
 """Gathered losses on a 2-process gloo group against one process on the whole batch.
 
-Each rank holds half of a fixed global batch. With gather_distributed=True the
+Each rank has half of a fixed global batch. With gather_distributed=True the
 loss on every rank must equal the single-process loss of the whole batch, and
 a rank's feature (and soft mask) gradient must be world_size times the
 single-process gradient of its rows.

@@ -196,7 +196,7 @@ def test_hierarchical_relabelling_invariance() -> None:
     assert torch.allclose(other.level_losses, original.level_losses, rtol=1e-12)
 
 
-def test_reused_fine_label_under_other_parent_is_other_class() -> None:
+def test_prefix_separates_reused_fine_labels() -> None:
     # Images 0 and 1 share fine label 0 but have different parents: they are
     # not positives at the fine level, so image 0 has no fine positive (V = 1).
     features = unit_vectors_at([0.0, 10.0, 100.0, 110.0])
@@ -315,3 +315,24 @@ def test_hierarchical_rejects_bad_input(kwargs: dict, message: str) -> None:
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         hierarchical_loss_terms(**arguments)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("masks_kind", ["none", "hard", "soft"])
+def test_hierarchical_cuda_matches_cpu(masks_kind: str) -> None:
+    features, paths = random_batch(num_images=16, num_views=2, width=8, num_levels=2, seed=13)
+    features = features.float()
+    masks = {
+        "none": None,
+        "hard": (torch.rand(2, 8) < 0.5).float(),
+        "soft": torch.rand(16, 2, 2, 8) + 0.1,
+    }[masks_kind]
+    expected = hierarchical_loss(features, paths, 0.1, constraint="max", masks=masks)
+    cuda_masks = None if masks is None else masks.cuda()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        actual = hierarchical_loss(
+            features.cuda(), paths.cuda(), 0.1, constraint="max", masks=cuda_masks
+        )
+    assert actual.device.type == "cuda"
+    assert actual.dtype == torch.float32
+    assert actual.item() == pytest.approx(expected.item(), rel=1e-4)

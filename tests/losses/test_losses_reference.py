@@ -113,7 +113,7 @@ def make_batch(
     """Return float64 features (N, V, D) and label paths (N, L) with 2 branches per level.
 
     Fine labels reuse the values 0 and 1 under every parent, so only the
-    prefix tells classes apart.
+    prefix distinguishes the classes.
     """
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(num_images, num_views, width, generator=generator, dtype=torch.float64)

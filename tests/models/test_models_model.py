@@ -8,6 +8,7 @@ from torch import nn
 
 from hmlc_core.config import ConfigError
 from hmlc_core.models import (
+    AttentionMasker,
     AttentionMaskerConfig,
     ContrastiveModel,
     EncoderConfig,
@@ -105,6 +106,13 @@ def test_model_rejects_mismatched_head() -> None:
     encoder = build_encoder(SMALL_CNN)
     with pytest.raises(ValueError, match="in_dim=64 does not match encoder out_dim=32"):
         ContrastiveModel(encoder, ProjectionHead(64))
+
+
+def test_model_rejects_mismatched_masker() -> None:
+    encoder = build_encoder(SMALL_CNN)
+    masker = AttentionMasker(AttentionMaskerConfig(num_levels=2, channels=32, out_dim=8))
+    with pytest.raises(ValueError, match="head out_dim=16"):
+        ContrastiveModel(encoder, ProjectionHead(32, out_dim=16), masker)
 
 
 def test_model_config_round_trip() -> None:

@@ -50,7 +50,7 @@ def test_best_encoder_round_trip(store: tuple[object, str, str], tmp_path: Path,
     predicted = mlflow.pyfunc.load_model(info.model_uri).predict(images.numpy())
     assert predicted.shape == (3, 16)
     assert torch.allclose(torch.from_numpy(predicted), expected, atol=1e-6)
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 1, 28, 28]
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 1, 28, 28)
 
 
 def test_pooled_encoder_passes_tensors() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import optuna
@@ -58,8 +59,8 @@ def test_logs_html_pngs_and_table(client_and_run: tuple[object, str], tmp_path: 
     html = (local / "search_plots.html").read_text()
     # plotly.js is embedded once, so the page opens without network access.
     assert html.count("* plotly.js v") == 1
-    assert "cdn.plot.ly" not in html
-    for text in ("optimization history", "param importances", "parallel coordinate", "temperature", "val/probe_acc"):
+    assert re.findall(r"<script[^>]*\ssrc=", html) == []
+    for text in ("optimization history", "param importances", "parallel coordinate", "temperature", "probe_acc"):
         assert text in html
     with open(local / "trials.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -123,37 +123,43 @@ def test_smoke_search_with_failing_trial(tmp_path: Path) -> None:
     assert (tmp_path / "optuna.db").is_file()
 
 
-def wait_for_epoch(tmp_path: Path, process: subprocess.Popen[str], epoch: int, timeout: float) -> str:
-    """Return the trial id of the first child run that logged ``epoch``."""
+def wait_for_epoch(tmp_path: Path, process: subprocess.Popen[str], log: Path, epoch: int, timeout: float) -> str:
+    """Return the trial id of the first child run that logged ``epoch``.
+
+    The store is read only after the search printed its parent run, because a second
+    client that opens a new SQLite store while the search creates its tables can break
+    the schema setup of either.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the search ended before it could be interrupted"
-        if (tmp_path / "mlflow.db").exists():
+        if "MLflow parent run" in log.read_text():
             client = client_for(tmp_path)
             for child in runs_by_kind(client, "trial"):
                 steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
                 if epoch in steps:
                     return child.data.tags["ray_trial_id"]
-        time.sleep(0.5)
+        time.sleep(1.0)
     raise AssertionError(f"no trial reached epoch {epoch} within {timeout} s")
 
 
 def test_resume_after_interrupt(tmp_path: Path) -> None:
     extra = ("--method", "hmc", "--num-samples", "2", "--max-concurrent-trials", "1", "--epochs", "3", "--name", "resumable")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    log = (tmp_path / "first.log").open("w")
+    log_path = tmp_path / "first.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         search_command(tmp_path, *extra), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
     )
     try:
-        interrupted_trial = wait_for_epoch(tmp_path, process, epoch=1, timeout=400)
+        interrupted_trial = wait_for_epoch(tmp_path, process, log_path, epoch=1, timeout=400)
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=180)
     finally:
         if process.poll() is None:
             process.kill()
         log.close()
-    first_output = (tmp_path / "first.log").read_text()
+    first_output = log_path.read_text()
     assert code == 130, first_output[-3000:]
     assert "was interrupted. Continue it with:" in first_output
     client = client_for(tmp_path)
@@ -171,8 +177,16 @@ def test_resume_after_interrupt(tmp_path: Path) -> None:
     assert len(set(trial_ids)) == 2
     assert interrupted_trial in trial_ids
     for child in children:
-        assert child.data.tags["status"] == "completed"
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
-        # Each epoch is logged once: the interrupted trial continued from its epoch
-        # checkpoint in its own run instead of starting over or opening a second run.
-        assert sorted(steps) == [1, 2, 3], (child.data.tags["ray_trial_id"], steps)
+        trial_id = child.data.tags["ray_trial_id"]
+        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/loss"))
+        # Each epoch is logged once and the history has no gap: the interrupted trial
+        # continued from its epoch checkpoint in its own run instead of starting over
+        # or opening a second run.
+        assert steps == list(range(1, len(steps) + 1)), (trial_id, steps)
+        if trial_id == interrupted_trial:
+            assert child.data.tags["status"] == "completed"
+            assert steps == [1, 2, 3]
+        else:
+            # ASHA may stop the second trial at epoch 1 or 2 when its kNN accuracy is
+            # below the first trial's.
+            assert child.data.tags["status"] in ("completed", "early-stopped")

@@ -1,7 +1,7 @@
 """Two gloo processes against one process: the same loss, gradients and G-HMLC masks.
 
-The two-process group runs once per module (spawning costs a few seconds) and writes
-its results to a file; the tests compare them with a single-process run here.
+The two-process group runs once per module because spawning costs a few seconds. It
+writes its results to a file, and the tests compare them with a single-process run.
 """
 
 from __future__ import annotations

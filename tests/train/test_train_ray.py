@@ -11,6 +11,7 @@ import pytest
 import ray.train
 import torch
 
+from hmlc_core.train.callbacks import JsonLinesRecorder
 from hmlc_core.train.checkpoint import load_checkpoint
 from hmlc_core.train.config import RunConfig, default_run_config, merge_dicts
 from hmlc_core.train.trainer import build_trainer, run_training
@@ -38,17 +39,6 @@ def _run(method_name: str, **overrides: Any) -> RunConfig:
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
     }
     return default_run_config("fashion-mnist", method_name, **merge_dicts(values, overrides))
-
-
-class _JsonLinesCallback(ray.train.UserCallback):
-    """Appends every report's rank-0 metrics to a file (the callback runs on the controller)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def after_report(self, run_context: Any, metrics: list[dict], checkpoint: Any) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"metrics": metrics[0], "workers": len(metrics)}) + "\n")
 
 
 def _assert_finished(result: ray.train.Result, run: RunConfig) -> None:
@@ -95,7 +85,7 @@ def test_two_worker_hmce_resume_and_callbacks(tmp_path: Path) -> None:
         run,
         storage_path=str(tmp_path),
         name="full",
-        callbacks=[_JsonLinesCallback(str(log))],
+        callbacks=[JsonLinesRecorder(str(log))],
         num_to_keep=None,
     )
     full = trainer.fit()
@@ -106,6 +96,7 @@ def test_two_worker_hmce_resume_and_callbacks(tmp_path: Path) -> None:
     assert [report["metrics"]["epoch"] for report in reports] == [1, 2]
     assert all(report["workers"] == 2 for report in reports)
     assert "val/probe_acc" not in reports[0]["metrics"]
+    assert reports[1]["checkpoint"].endswith("checkpoint_epoch_0002")
 
     # Start a new run from the epoch-1 checkpoint: epoch 2 must repeat exactly.
     epoch_one = tmp_path / "full" / "checkpoint_epoch_0001"

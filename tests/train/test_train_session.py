@@ -120,7 +120,7 @@ def test_evaluate_checkpoint_matches_final_probe(fashion_splits: TrainValSplits,
 
 
 class _FlattenFeatures(nn.Module):
-    """Pooled feature = the flattened image, so the probe sees the raw pixels."""
+    """Feature extractor whose pooled feature is the flattened image (raw pixels)."""
 
     def __init__(self) -> None:
         super().__init__()

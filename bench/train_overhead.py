@@ -1,0 +1,139 @@
+"""Ray Train's overhead for one run: the same training in a plain process and in TorchTrainer.
+
+(a) runs the per-worker training code (``TrainingSession`` and ``run_epochs``) in this
+process with no Ray at all; (b) runs it through ``TorchTrainer`` with one worker. Both
+use the same model, data, batch, steps, seeds and per-epoch work (kNN proxy, checkpoint
+written to disk, final probe), and the same number of CPU threads. The script prints
+images per second and seconds per epoch of the training part (measured inside the
+loop, epochs after the first), the end-to-end wall time, and the ratios b / a.
+
+Example (about 1-2 minutes on 2 CPU cores):
+
+    python bench/train_overhead.py --steps 100 --epochs 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hmlc_core.train.checkpoint import save_checkpoint
+from hmlc_core.train.config import RunConfig, default_run_config
+from hmlc_core.train.loop import TrainingSession, WorkerInfo
+from hmlc_core.train.worker import run_epochs
+
+
+def build_run(args: argparse.Namespace) -> RunConfig:
+    """Build the benchmark run: small_cnn on Fashion-MNIST, ``args.steps`` steps per epoch."""
+    return default_run_config(
+        "fashion-mnist",
+        args.method,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_steps_per_epoch=args.steps,
+        knn_val_size=500,
+        knn_bank_size=2000,
+        probe_train_size=2000,
+        probe_val_size=1000,
+        probe={"weight_decays": [0.0, 1e-4], "max_iter": 50},
+        data={"data_dir": args.data_dir},
+        scaling={"num_workers": 1, "cpus_per_worker": float(args.threads)},
+    )
+
+
+def run_plain(run: RunConfig, threads: int) -> tuple[float, list[dict[str, float]]]:
+    """Run the training in this process; return (wall seconds, per-epoch metrics)."""
+    torch.set_num_threads(threads)
+    epochs: list[dict[str, float]] = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        session = TrainingSession(run, WorkerInfo(rank=0, world_size=1, device=torch.device("cpu")))
+
+        def report(metrics: dict[str, float], current: TrainingSession, attach: bool) -> None:
+            if attach:
+                save_checkpoint(Path(scratch) / f"epoch_{current.epoch:04d}", current.state())
+            epochs.append(metrics)
+
+        run_epochs(session, report)
+    return time.perf_counter() - start, epochs
+
+
+def run_ray(run: RunConfig, threads: int) -> tuple[float, float, list[dict[str, float]]]:
+    """Run the training through TorchTrainer with one worker.
+
+    Returns:
+        (seconds of ray.init, wall seconds of fit, per-epoch metrics).
+    """
+    import ray
+
+    from hmlc_core.train.callbacks import JsonLinesRecorder
+    from hmlc_core.train.trainer import run_training
+
+    start = time.perf_counter()
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",
+        num_cpus=threads,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    init_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "reports.jsonl"
+        start = time.perf_counter()
+        run_training(run, storage_path=scratch, name="bench", callbacks=[JsonLinesRecorder(str(log))])
+        wall = time.perf_counter() - start
+        epochs = [json.loads(line)["metrics"] for line in log.read_text().splitlines()]
+    ray.shutdown()
+    return init_seconds, wall, epochs
+
+
+def steady_state(epochs: list[dict[str, Any]]) -> tuple[float, float]:
+    """Return mean (images per second, seconds per epoch) over epochs after the first."""
+    measured = epochs[1:] if len(epochs) > 1 else epochs
+    images = statistics.mean(float(epoch["train/images_per_s"]) for epoch in measured)
+    seconds = statistics.mean(float(epoch["train/epoch_time_s"]) for epoch in measured)
+    return images, seconds
+
+
+def main() -> None:
+    """Run both variants and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST folder")
+    parser.add_argument("--method", default="hmce", help="training method (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch in images (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for both variants (default: %(default)s)")
+    args = parser.parse_args()
+    run = build_run(args)
+
+    plain_wall, plain_epochs = run_plain(run, args.threads)
+    init_seconds, ray_wall, ray_epochs = run_ray(run, args.threads)
+    plain_images, plain_seconds = steady_state(plain_epochs)
+    ray_images, ray_seconds = steady_state(ray_epochs)
+
+    print(
+        f"run: {args.method}, small_cnn, Fashion-MNIST, batch {args.batch_size}, "
+        f"{args.steps} steps x {args.epochs} epochs, {args.threads} CPU threads"
+    )
+    print(f"{'':28s}{'images/s':>10s}{'s/epoch':>10s}{'wall s':>10s}")
+    print(f"{'(a) plain PyTorch loop':28s}{plain_images:10.1f}{plain_seconds:10.2f}{plain_wall:10.1f}")
+    print(f"{'(b) TorchTrainer, 1 worker':28s}{ray_images:10.1f}{ray_seconds:10.2f}{ray_wall:10.1f}")
+    print(f"ratio b/a: s/epoch {ray_seconds / plain_seconds:.3f}, wall {ray_wall / plain_wall:.3f}")
+    print(f"ray.init (not in (b)'s wall time): {init_seconds:.1f} s")
+    print(
+        f"final val/probe_acc: (a) {plain_epochs[-1]['val/probe_acc']:.4f}, "
+        f"(b) {ray_epochs[-1]['val/probe_acc']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
