@@ -9,7 +9,7 @@ loop, epochs after the first), the end-to-end wall time, and the ratios b / a.
 
 Example (about 1-2 minutes on 2 CPU cores):
 
-    python bench/train_overhead.py --steps 100 --epochs 3 --threads 2
+    python bench/train_overhead.py --steps 60 --epochs 3 --threads 2
 """
 
 from __future__ import annotations
@@ -109,23 +109,24 @@ def main() -> None:
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST folder")
     parser.add_argument("--method", default="hmce", help="training method (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch in images (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=100, help="steps per epoch (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=60, help="steps per epoch (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both variants (default: %(default)s)")
     args = parser.parse_args()
     run = build_run(args)
-
-    plain_wall, plain_epochs = run_plain(run, args.threads)
-    init_seconds, ray_wall, ray_epochs = run_ray(run, args.threads)
-    plain_images, plain_seconds = steady_state(plain_epochs)
-    ray_images, ray_seconds = steady_state(ray_epochs)
-
     print(
         f"run: {args.method}, small_cnn, Fashion-MNIST, batch {args.batch_size}, "
-        f"{args.steps} steps x {args.epochs} epochs, {args.threads} CPU threads"
+        f"{args.steps} steps x {args.epochs} epochs, {args.threads} CPU threads",
+        flush=True,
     )
-    print(f"{'':28s}{'images/s':>10s}{'s/epoch':>10s}{'wall s':>10s}")
-    print(f"{'(a) plain PyTorch loop':28s}{plain_images:10.1f}{plain_seconds:10.2f}{plain_wall:10.1f}")
+    print(f"{'':28s}{'images/s':>10s}{'s/epoch':>10s}{'wall s':>10s}", flush=True)
+
+    plain_wall, plain_epochs = run_plain(run, args.threads)
+    plain_images, plain_seconds = steady_state(plain_epochs)
+    print(f"{'(a) plain PyTorch loop':28s}{plain_images:10.1f}{plain_seconds:10.2f}{plain_wall:10.1f}", flush=True)
+
+    init_seconds, ray_wall, ray_epochs = run_ray(run, args.threads)
+    ray_images, ray_seconds = steady_state(ray_epochs)
     print(f"{'(b) TorchTrainer, 1 worker':28s}{ray_images:10.1f}{ray_seconds:10.2f}{ray_wall:10.1f}")
     print(f"ratio b/a: s/epoch {ray_seconds / plain_seconds:.3f}, wall {ray_wall / plain_wall:.3f}")
     print(f"ray.init (not in (b)'s wall time): {init_seconds:.1f} s")

@@ -103,7 +103,9 @@ def cluster_settings(config: dict[str, Any]) -> dict[str, str]:
     """
     commands = config.get("setup_commands") or []
     if not commands:
-        raise ClusterConfigError("setup_commands is empty; expected the HMLC_* settings line")
+        raise ClusterConfigError(
+            "setup_commands is empty, but its first command must set the HMLC_* settings"
+        )
     return dict(_SETTING_PATTERN.findall(commands[0]))
 
 
@@ -121,8 +123,8 @@ def instance_profile_names(config: dict[str, Any]) -> tuple[str, str]:
         name = node_type["node_config"].get("IamInstanceProfile", {}).get("Name")
         if not name:
             raise ClusterConfigError(
-                f"node type {type_name!r} has no node_config.IamInstanceProfile.Name; "
-                "set it to the profile this script creates"
+                f"node type {type_name!r} has no node_config.IamInstanceProfile.Name. "
+                "Set it to the profile that this script creates"
             )
         if type_name == head_type:
             head_name = name
@@ -130,8 +132,8 @@ def instance_profile_names(config: dict[str, Any]) -> tuple[str, str]:
             worker_names.add(name)
     if len(worker_names) != 1:
         raise ClusterConfigError(
-            f"worker node types use the instance profiles {sorted(worker_names)}; "
-            "give all of them the same IamInstanceProfile.Name"
+            f"worker node types use the instance profiles {sorted(worker_names)}. "
+            "Give all of them the same IamInstanceProfile.Name"
         )
     return head_name, worker_names.pop()
 
@@ -150,13 +152,13 @@ def check_ingress_rules(ip_permissions: list[dict[str, Any]]) -> None:
                 network = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ClusterConfigError(
-                    f"invalid CIDR {cidr!r} in provider.security_group.IpPermissions; "
-                    "set it to the address range that may reach SSH, e.g. 203.0.113.7/32"
+                    f"invalid CIDR {cidr!r} in provider.security_group.IpPermissions. "
+                    "Set it to the address range that may reach SSH, e.g. 203.0.113.7/32"
                 ) from None
             if network.prefixlen == 0:
                 raise ClusterConfigError(
                     f"CIDR {cidr!r} opens port {rule.get('FromPort')} to the whole "
-                    "internet; use the address range of your office or VPN instead"
+                    "internet. Use the address range of your office or VPN instead"
                 )
 
 
@@ -218,16 +220,17 @@ def _describe_rule(rule: dict[str, Any]) -> str:
 def _rule_keys(rule: dict[str, Any]) -> list[tuple[str, Any, Any, str]]:
     """Return one (protocol, from port, to port, CIDR) key per CIDR of the rule."""
     protocol = str(rule["IpProtocol"]).lower()
-    return [(protocol, rule.get("FromPort"), rule.get("ToPort"), cidr) for cidr in _rule_cidrs(rule)]
+    ports = (rule.get("FromPort"), rule.get("ToPort"))
+    return [(protocol, *ports, cidr) for cidr in _rule_cidrs(rule)]
 
 
 def _missing_rules(
-    wanted: list[dict[str, Any]], existing: list[dict[str, Any]]
+    requested: list[dict[str, Any]], existing: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Return the wanted rules, one per CIDR, that the group does not have yet."""
+    """Return the requested rules, one per CIDR, that the group does not have yet."""
     have = {key for rule in existing for key in _rule_keys(rule)}
     missing = []
-    for rule in wanted:
+    for rule in requested:
         base = {k: rule[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in rule}
         for cidr_range in rule.get("IpRanges", []):
             key = _rule_keys({**base, "IpRanges": [cidr_range]})[0]
@@ -241,7 +244,7 @@ def _missing_rules(
 
 
 def ensure_security_group(config: dict[str, Any], vpc_id: str) -> tuple[str, tuple[str, ...]]:
-    """Create or repair the cluster security group; return (group id, revoked rules).
+    """Create or repair the cluster security group and return (group id, revoked rules).
 
     The group allows all traffic from itself (node to node) and the configured
     ingress rules, and loses every ingress rule open to the whole internet.
@@ -278,7 +281,8 @@ def ensure_security_group(config: dict[str, Any], vpc_id: str) -> tuple[str, tup
         if rule.get("IpProtocol") == "-1"
         for pair in rule.get("UserIdGroupPairs", [])
     )
-    to_add = _missing_rules(config["provider"]["security_group"].get("IpPermissions", []), permissions)
+    configured = config["provider"]["security_group"].get("IpPermissions", [])
+    to_add = _missing_rules(configured, permissions)
     if not has_self_rule:
         to_add.insert(0, {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id}]})
     if to_add:
@@ -333,18 +337,15 @@ def ensure_instance_profiles(config: dict[str, Any], bucket: str) -> tuple[str, 
     head_name, worker_name = instance_profile_names(config)
 
     worker_role_arn, worker_profile_arn = _ensure_role_and_profile(iam, worker_name)
+    bucket_policy = json.dumps({"Version": "2012-10-17", "Statement": bucket_statements(bucket)})
     iam.put_role_policy(
-        RoleName=worker_name,
-        PolicyName=BUCKET_POLICY_NAME,
-        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": bucket_statements(bucket)}),
+        RoleName=worker_name, PolicyName=BUCKET_POLICY_NAME, PolicyDocument=bucket_policy
     )
 
     _, head_profile_arn = _ensure_role_and_profile(iam, head_name)
     iam.attach_role_policy(RoleName=head_name, PolicyArn=EC2_MANAGED_POLICY_ARN)
     iam.put_role_policy(
-        RoleName=head_name,
-        PolicyName=BUCKET_POLICY_NAME,
-        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": bucket_statements(bucket)}),
+        RoleName=head_name, PolicyName=BUCKET_POLICY_NAME, PolicyDocument=bucket_policy
     )
     pass_role = {"Effect": "Allow", "Action": "iam:PassRole", "Resource": worker_role_arn}
     iam.put_role_policy(
@@ -374,7 +375,7 @@ def prepare(config: dict[str, Any]) -> PrepareResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit status."""
+    """Run the command line and return the process exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="path of the cluster config, e.g. cluster/aws.yaml")
     args = parser.parse_args(argv)

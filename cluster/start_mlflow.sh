@@ -47,7 +47,7 @@ if [[ -f "$pid_file" ]]; then
   rm -f "$pid_file"
 fi
 
-# gunicorn accepts several --bind options; MLflow adds its own bind for --host/--port.
+# gunicorn accepts several --bind options, and MLflow adds its own bind for --host and --port.
 extra_bind=()
 if [[ "$host:$port" != "127.0.0.1:$local_port" ]]; then
   extra_bind=(--gunicorn-opts "--bind 127.0.0.1:$local_port")

@@ -55,7 +55,7 @@ class CompareError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SearchSummary:
-    """One search (parent run) as the comparison sees it.
+    """Summary of one search (parent run).
 
     Attributes:
         run_id: the parent run.
@@ -154,7 +154,7 @@ def find_experiment_id(client: Any, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         names = sorted(item.name for item in client.search_experiments())
-        raise CompareError(f"MLflow experiment {name!r} not found; the store holds {names}. Pass one of them with --experiment")
+        raise CompareError(f"MLflow experiment {name!r} not found; the store contains {names}. Pass one of them with --experiment")
     return str(experiment.experiment_id)
 
 

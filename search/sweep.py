@@ -314,12 +314,28 @@ def _filesystem(storage: str) -> tuple[Any, str]:
 
 
 def save_sweep_state(storage: str, state: SweepState) -> None:
-    """Write ``sweep.json`` into the search folder (local or remote)."""
+    """Write ``sweep.json`` into the search folder (local or remote).
+
+    A remote copy is written locally first and uploaded with ``pyarrow.fs.copy_files``,
+    the upload path Ray's own storage code uses.
+    """
+    import pyarrow.fs
+
+    text = json.dumps(dataclasses.asdict(state), indent=2)
+    if not is_remote(storage):
+        folder = Path(storage) / state.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SWEEP_FILE).write_text(text)
+        return
     filesystem, base = _filesystem(storage)
-    folder = f"{base.rstrip('/')}/{state.name}"
-    filesystem.create_dir(folder, recursive=True)
-    with filesystem.open_output_stream(f"{folder}/{SWEEP_FILE}") as stream:
-        stream.write(json.dumps(dataclasses.asdict(state), indent=2).encode())
+    with tempfile.TemporaryDirectory(prefix="hmlc-sweep-") as scratch:
+        local = Path(scratch) / SWEEP_FILE
+        local.write_text(text)
+        pyarrow.fs.copy_files(
+            str(local),
+            f"{base.rstrip('/')}/{state.name}/{SWEEP_FILE}",
+            destination_filesystem=filesystem,
+        )
 
 
 def load_sweep_state(storage: str, name: str) -> SweepState:
@@ -392,14 +408,10 @@ def make_searcher(state: SweepState) -> Any:
 
 
 def make_scheduler(state: SweepState) -> Any:
-    """Return ASHA on the per-epoch ``val/knn_acc``.
+    """Return ASHA on the per-epoch ``val/knn_acc``; trials end on their own at the last epoch."""
+    from search.searcher import FinalEpochSafeASHA
 
-    ``stop_last_trials=False`` lets a trial that reaches the last epoch end on its own,
-    so it still logs its artifacts.
-    """
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
+    return FinalEpochSafeASHA(
         time_attr=SCHEDULER_TIME_ATTR,
         metric=SCHEDULER_METRIC,
         mode="max",
@@ -638,25 +650,37 @@ def run_search(options: SearchOptions) -> int:
     # Tune must not require it in every report.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     storage = absolute_storage_path(options.storage_path)
+    space: spaces.SearchSpace | None = None
     if options.resume:
         state = load_sweep_state(storage, find_search_to_resume(options, storage))
         start_ray(options)
         client = tracking.make_client(state.tracking_uri)
         tracking.resume_run(client, state.parent_run_id)
-        tuner = restore_tuner(state, storage, options)
     else:
         tracking_uri = tracking.resolve_tracking_uri(options.tracking_uri)
         state, space = prepare_new_search(options, storage, tracking_uri)
         client = tracking.make_client(state.tracking_uri)
-        tuner = build_tuner(state, space, storage, options)
-    print(f"Search {state.name}: MLflow parent run {state.parent_run_id} in {state.tracking_uri}", flush=True)
-    results = tuner.fit()
-    if search_interrupted(results, state.num_samples):
+    try:
+        if space is None:
+            tuner = restore_tuner(state, storage, options)
+        else:
+            tuner = build_tuner(state, space, storage, options)
+        print(f"Search {state.name}: MLflow parent run {state.parent_run_id} in {state.tracking_uri}", flush=True)
+        results = tuner.fit()
+        if search_interrupted(results, state.num_samples):
+            tracking.finish_run(client, state.parent_run_id, "KILLED")
+            print(
+                f"\nSearch {state.name} was interrupted. Continue it with:\n"
+                f"  python search/tune.py --method {state.method} --dataset {state.dataset} "
+                f"--storage-path {storage} --name {state.name} --resume",
+                flush=True,
+            )
+            return EXIT_INTERRUPTED
+        return report_results(results, state, storage, options, client)
+    except (KeyboardInterrupt, SearchSetupError):
         tracking.finish_run(client, state.parent_run_id, "KILLED")
-        print(
-            f"\nSearch {state.name} was interrupted. Continue it with:\n"
-            f"  python search/tune.py --method {state.method} --dataset {state.dataset} "
-            f"--storage-path {storage} --name {state.name} --resume"
-        )
-        return EXIT_INTERRUPTED
-    return report_results(results, state, storage, options, client)
+        raise
+    except Exception:
+        logger.exception("search %s failed; marking MLflow run %s FAILED", state.name, state.parent_run_id)
+        tracking.finish_run(client, state.parent_run_id, "FAILED")
+        raise

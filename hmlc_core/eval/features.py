@@ -23,8 +23,9 @@ def extract_features(
     """Compute the pooled features of ``inputs`` with ``model`` in eval mode.
 
     The feature of a batch is ``model.features(x)`` when the model has a ``features``
-    method (a submodule of that name does not count), else ``model(x).pooled`` when the output has a ``pooled`` attribute (the
-    encoder and the contrastive model), else ``model(x)`` itself. Every submodule's
+    method (a submodule of that name does not count), else ``model(x).pooled`` when
+    the output has a ``pooled`` attribute (the encoder and the contrastive model), else
+    ``model(x)`` itself. Every submodule's
     training flag is restored afterwards, also when the forward pass raises.
 
     Gradients are off through ``torch.no_grad`` rather than ``torch.inference_mode``,
@@ -45,7 +46,8 @@ def extract_features(
         float32 features, one row per input, in input order.
 
     Raises:
-        ValueError: batch_size < 1, ``inputs`` is empty, or the model output is not one (B, C) tensor per batch.
+        ValueError: batch_size < 1, ``inputs`` is empty, or the model output is not one
+            (B, C) tensor per batch.
 
     Shape:
         inputs: (N, ...); returns (N, C).

@@ -157,8 +157,9 @@ def _vote(neighbour_labels: Tensor, similarities: Tensor, num_classes: int) -> T
     num_queries = neighbour_labels.shape[0]
     votes = torch.zeros(num_queries, num_classes, dtype=torch.long, device=similarities.device)
     votes.scatter_add_(1, neighbour_labels, torch.ones_like(neighbour_labels))
-    summed = torch.zeros(num_queries, num_classes, dtype=similarities.dtype,
-                         device=similarities.device)
+    summed = torch.zeros(
+        num_queries, num_classes, dtype=similarities.dtype, device=similarities.device
+    )
     summed.scatter_add_(1, neighbour_labels, similarities)
     is_top = votes == votes.max(dim=1, keepdim=True).values
     tie_score = summed.masked_fill(~is_top, float("-inf"))
@@ -215,4 +216,4 @@ def _check_paths(paths: Tensor, name: str, num_rows: int, num_levels: int | None
             f"{name} has {paths.shape[1]} levels but the bank paths have {num_levels}"
         )
     if paths.is_floating_point() or (paths.numel() > 0 and int(paths.min()) < 0):
-        raise ValueError(f"{name} must hold non-negative integer class indices")
+        raise ValueError(f"{name} must contain non-negative integer class indices")

@@ -186,6 +186,9 @@ def prepare_model(run: RunConfig, num_levels: int, info: WorkerInfo) -> tuple[nn
     model = build_model(model_config_for(run, num_levels)).to(info.device)
     if not info.distributed:
         return model, model
+    # NOTE: CPU workers normalise BatchNorm over their own images, so in training mode W
+    # workers with batch B differ slightly from one worker with W * B. The CUDA branch
+    # (SyncBatchNorm, NCCL, bf16) is not covered by the CPU-only test suite.
     if info.device.type == "cuda" and run.scaling.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [info.device.index] if info.device.type == "cuda" else None
@@ -298,6 +301,8 @@ class TrainingSession:
             run.batch_per_worker,
             run.max_steps_per_epoch,
         )
+        # Augmentation draws per worker, so its random views (unlike the batches) depend
+        # on the number of workers.
         generator = epoch_generator(run.seed, self.epoch, info.rank, _AUGMENT_STREAM)
         sums: dict[str, float] = defaultdict(float)
         last_lr = 0.0

@@ -2,7 +2,7 @@
 
 A smoke search (``search/tune.py``, two trials) writes a SQLite MLflow store; ``mlflow
 server`` serves it on 127.0.0.1; Debian's Chromium, driven by Playwright, checks what a
-researcher sees: the experiment, the runs table with our run names, two trials selected
+researcher is shown: the experiment, the runs table with our run names, two trials selected
 and compared, our param, metric and tag names on the compare page, and the parallel
 coordinates chart with our axes. Each step saves a screenshot under
 ``$HMLC_TEST_ARTIFACTS/browser`` (default ``test-artifacts/browser`` in the repository).
@@ -253,26 +253,35 @@ def test_compare_view_shows_search(
     for name in (first, second):
         page.get_by_text(name, exact=True).first.wait_for(state="visible")
     page.screenshot(path=str(shots / "04-compare-page.png"))
+    tables = page.locator("table")
     for key in store_facts["params"]:
-        page.get_by_text(key, exact=True).first.wait_for(state="attached")
-    for key in ("val/probe_acc", "val/probe_acc_best", "val/knn_acc"):
+        tables.get_by_text(key, exact=True).first.wait_for(state="attached")
+    for key in ("val/probe_acc", "val/probe_acc_best", "val/knn_acc", "train/loss"):
         assert key in store_facts["metrics"], f"the trials did not log {key}"
-        page.get_by_text(key, exact=True).first.wait_for(state="attached")
+    # The metrics table is a virtualised list of 300 px sorted by name. Only its first rows
+    # (eval/, test/, train/) exist in the page, so step 5 checks the val/ keys.
+    metric_names = page.locator("div.ReactVirtualized__Grid").first
+    metric_names.get_by_text("train/loss", exact=True).first.wait_for(state="attached")
     for tag in ("method", "status", "ray_trial_id", "sweep_id"):
-        page.get_by_text(tag, exact=True).first.wait_for(state="attached")
-    page.get_by_text(METHOD, exact=True).first.wait_for(state="attached")
-    metrics_header = page.get_by_text("Metrics", exact=True).last
-    metrics_header.scroll_into_view_if_needed()
+        tables.get_by_text(tag, exact=True).first.wait_for(state="attached")
+    tables.get_by_text(METHOD, exact=True).first.wait_for(state="attached")
+    tables.get_by_text("completed", exact=True).first.wait_for(state="attached")
+    page.get_by_text("Parameters", exact=True).last.evaluate("element => element.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(shots / "05-compare-params-metrics.png"))
 
-    # 5. The parallel coordinates chart has our param and metric names as axis labels.
-    page.get_by_text("Parallel Coordinates Plot", exact=True).first.click()
-    page.locator("svg text", has_text="val/").first.wait_for(state="attached")
+    # 5. Add the objective to the parallel coordinates chart through its Metrics selector.
+    # The lines are drawn on a canvas, so the check reads the axis labels, which are SVG text.
     page.get_by_text("Parallel Coordinates Plot", exact=True).first.scroll_into_view_if_needed()
+    metric_selector = page.get_by_role("combobox").nth(1)
+    metric_selector.click()
+    page.keyboard.type("val/probe_acc_best")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    page.locator("svg text", has_text="val/probe_acc_best").first.wait_for(state="attached")
     axis_labels = set(page.locator("svg text").all_text_contents())
     page.screenshot(path=str(shots / "06-parallel-coordinates.png"))
+    assert "val/probe_acc_best" in axis_labels
     assert axis_labels & set(store_facts["params"]), f"no param axis among {sorted(axis_labels)}"
-    assert axis_labels & set(store_facts["metrics"]), f"no metric axis among {sorted(axis_labels)}"
 
     outside = outside_requests(requested)
     assert not outside, f"the UI requested hosts other than 127.0.0.1: {outside[:10]}"

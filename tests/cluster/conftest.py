@@ -44,7 +44,7 @@ def load_cluster_module(name: str) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """Start one moto server on 127.0.0.1 for the session; yield its URL."""
+    """Start one moto server on 127.0.0.1 for the session and yield its URL."""
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as session_patch:

@@ -31,7 +31,7 @@ BUCKET = FILLED_IN["REPLACE_ME_BUCKET"]
 
 @pytest.fixture
 def no_propagation_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip the two 15 s IAM propagation sleeps in Ray's bootstrap; moto needs none."""
+    """Skip the two 15 s IAM propagation sleeps in Ray's bootstrap, which moto does not need."""
     fake_time = types.SimpleNamespace(sleep=lambda seconds: None)
     monkeypatch.setattr(ray_aws_config, "time", fake_time)
 
@@ -168,7 +168,9 @@ def test_prepare_grants_bucket_and_pass_role(fresh_aws: str) -> None:
     assert iam.list_role_policies(RoleName="hmlc-ray-worker")["PolicyNames"] == [
         "hmlc-results-bucket"
     ]
-    worker_policy = iam.get_role_policy(RoleName="hmlc-ray-worker", PolicyName="hmlc-results-bucket")
+    worker_policy = iam.get_role_policy(
+        RoleName="hmlc-ray-worker", PolicyName="hmlc-results-bucket"
+    )
     resources = sorted(s["Resource"] for s in worker_policy["PolicyDocument"]["Statement"])
     assert resources == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
 
@@ -215,7 +217,7 @@ def test_prepare_is_idempotent(fresh_aws: str) -> None:
     assert len(group["IpPermissions"]) == 2
 
 
-def test_prepare_rejects_unfilled_config_before_calling_aws(fresh_aws: str) -> None:
+def test_prepare_rejects_world_cidr_early(fresh_aws: str) -> None:
     prepare_aws = load_cluster_module("prepare_aws")
     config = filled_config()
     config["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"] = (

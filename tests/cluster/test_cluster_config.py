@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-# Values that a user of the repository fills in; the test copies use these instead.
+# Values that replace the placeholders in the test copies, as a user would fill them in.
 FILLED_IN = {
     "REPLACE_ME_SSH_CIDR": "198.51.100.7/32",
     "REPLACE_ME_GITHUB_ORG": "example-org",
@@ -176,7 +176,8 @@ def test_no_rule_opens_ssh_or_dashboard_to_world() -> None:
         cidrs = [r["CidrIp"] for r in rule.get("IpRanges", [])]
         cidrs += [r["CidrIpv6"] for r in rule.get("Ipv6Ranges", [])]
         for port in (22, 8265, 5000, 6379):
-            if rule["FromPort"] <= port <= rule["ToPort"]:
+            # A rule without ports (protocol -1) covers every port.
+            if rule.get("FromPort", 0) <= port <= rule.get("ToPort", 65535):
                 assert "0.0.0.0/0" not in cidrs
                 assert "::/0" not in cidrs
 
@@ -193,7 +194,7 @@ def test_dashboard_and_mlflow_bind_privately() -> None:
     assert "hostname -I" in script
 
 
-def test_placeholders_are_listed_until_filled_in() -> None:
+def test_placeholders_listed_until_filled() -> None:
     prepare_aws = load_cluster_module("prepare_aws")
 
     placeholders = prepare_aws.find_placeholders(raw_config())
@@ -214,7 +215,7 @@ def test_check_ready_rejects_placeholders() -> None:
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "10.0.0.0/33", "my-laptop"])
-def test_check_ready_rejects_world_or_invalid_cidr(cidr: str) -> None:
+def test_check_ready_rejects_bad_cidr(cidr: str) -> None:
     prepare_aws = load_cluster_module("prepare_aws")
     config = filled_config()
     ranges = config["provider"]["security_group"]["IpPermissions"][0]
@@ -227,7 +228,7 @@ def test_check_ready_rejects_world_or_invalid_cidr(cidr: str) -> None:
         prepare_aws.check_ready(config)
 
 
-def test_cluster_settings_are_parsed_from_setup_commands() -> None:
+def test_cluster_settings_parsed() -> None:
     settings = load_cluster_module("prepare_aws").cluster_settings(filled_config())
 
     assert settings == {
@@ -243,7 +244,11 @@ def test_setup_installs_project_at_pinned_commit() -> None:
 
     assert 'git -C ~/hmlc-search checkout --quiet --detach "$HMLC_COMMIT"' in joined
     assert "^[0-9a-f]{40}$" in joined
-    assert commands[-1].rstrip().endswith("-e ~/hmlc-search")
+    installs = [c for c in commands if "pip install" in c and "torch==" in c]
+    assert len(installs) == 1
+    assert installs[0].rstrip().endswith("-e ~/hmlc-search")
+    checkout = next(c for c in commands if "checkout" in c)
+    assert commands.index(installs[0]) > commands.index(checkout)
 
 
 def test_setup_pins_satisfy_pyproject() -> None:

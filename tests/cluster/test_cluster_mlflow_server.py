@@ -53,7 +53,9 @@ def wait_healthy(port: int, state_dir: Path) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(1)
     log = (state_dir / "server.log").read_text(encoding="utf-8", errors="replace")
-    raise AssertionError(f"MLflow did not answer on port {port} within {STARTUP_TIMEOUT_S} s:\n{log}")
+    raise AssertionError(
+        f"MLflow did not answer on port {port} within {STARTUP_TIMEOUT_S} s:\n{log}"
+    )
 
 
 def run_script(env: dict[str, str]) -> str:

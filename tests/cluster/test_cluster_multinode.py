@@ -85,8 +85,8 @@ def three_node_cluster(s3_results: S3Results, monkeypatch: pytest.MonkeyPatch) -
     Depends on s3_results so that the AWS_* variables are set before the node
     processes start and inherit them.
     """
-    # On Linux Ray 2.60 replaces 127.0.0.1 with the machine's routable address when a
-    # driver connects; with this setting it keeps the loopback address.
+    # On Linux, Ray 2.60 replaces 127.0.0.1 with the machine's routable address when a
+    # driver connects. With this setting it keeps the loopback address.
     monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     # Ray workers import the trainable from this module by name.
@@ -108,7 +108,7 @@ def three_node_cluster(s3_results: S3Results, monkeypatch: pytest.MonkeyPatch) -
 
 
 def checkpointing_trainable(config: dict[str, Any]) -> None:
-    """Report STEPS steps with a checkpoint each; fail at FAIL_AT_STEP unless restored."""
+    """Report STEPS steps with a checkpoint each, failing at FAIL_AT_STEP unless restored."""
     checkpoint = tune.get_checkpoint()
     start, restored_from = 0, -1
     if checkpoint is not None:
@@ -167,7 +167,8 @@ def restore_search_on_cluster(
 
 def trial_dirs(keys: list[str], name: str) -> set[str]:
     """Trial folder names under <prefix>/<name>/ that contain a checkpoint."""
-    return {key.split("/")[2] for key in keys if "/checkpoint_" in key and key.split("/")[1] == name}
+    parts = [key.split("/") for key in keys if "/checkpoint_" in key]
+    return {part[2] for part in parts if part[1] == name}
 
 
 def test_search_spans_nodes_and_resumes_from_s3(

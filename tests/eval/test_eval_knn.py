@@ -69,7 +69,10 @@ def test_knn_vote_tie_uses_similarity_then_class():
     near_second = knn_predict(bank, labels, torch.tensor([_unit(7)]), k=2)
     # Both neighbours have exactly the same similarity 1/sqrt(2) to the query (1, 0).
     exact_tie = knn_predict(
-        torch.tensor([[1.0, -1.0], [1.0, 1.0]]), torch.tensor([1, 0]), torch.tensor([[1.0, 0.0]]), k=2
+        torch.tensor([[1.0, -1.0], [1.0, 1.0]]),
+        torch.tensor([1, 0]),
+        torch.tensor([[1.0, 0.0]]),
+        k=2,
     )
 
     assert near_first.item() == 0
@@ -97,7 +100,8 @@ def test_knn_chunk_size_does_not_change_predictions():
 
     reference = knn_predict(bank, labels, queries, k=5, chunk_size=1000)
     for chunk_size in (1, 4, 32):
-        assert torch.equal(knn_predict(bank, labels, queries, k=5, chunk_size=chunk_size), reference)
+        predictions = knn_predict(bank, labels, queries, k=5, chunk_size=chunk_size)
+        assert torch.equal(predictions, reference), f"chunk_size={chunk_size}"
 
 
 def test_knn_is_scale_invariant():

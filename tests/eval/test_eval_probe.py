@@ -100,8 +100,8 @@ def test_probe_weight_decay_is_argmax_of_grid():
 def test_probe_picks_large_weight_decay_for_noisy_labels():
     # 100 training samples in 40 dimensions, 20 % of their labels flipped: without weight
     # decay the classifier fits the flips with the 39 noise dimensions. Only dimension 0
-    # carries the class, and the validation labels are clean. Across seeds 0-7 the strong
-    # decay won by 0.02 to 0.17 validation accuracy.
+    # carries the class, and the validation labels are clean. With generator seeds 0-9 the
+    # strong decay won by 0.002 to 0.16 validation accuracy (this test uses seed 4: 0.14).
     generator = torch.Generator().manual_seed(4)
 
     def sample(num_samples: int, flip: float):
@@ -178,10 +178,9 @@ def test_grid_objective_matches_autograd_loop():
         coordinates.requires_grad_(True)
         bias.requires_grad_(True)
         transform = torch.eye(5, dtype=torch.float64) if preconditioner is None else preconditioner
-        x_in = x @ transform
 
         loss, grad_coordinates, grad_bias = grid_objective(
-            x_in, y, coordinates, bias, decays, num_classes, preconditioner
+            x, y, coordinates, bias, decays, num_classes, preconditioner
         )
 
         weight = (transform @ coordinates.reshape(5, -1)).view(5, 3, 9)
@@ -212,12 +211,22 @@ def test_preconditioning_keeps_the_minimum():
     )
     preconditioned = fit_linear_probe(train_x, train_paths, train_x, train_paths, config)
 
+    def objective(result: ProbeResult) -> float:
+        weight = torch.cat(result.weights, dim=1)[:, None, :]
+        bias = torch.cat(result.biases)[None, :]
+        features = result.standardizer.transform(train_x)
+        decays = torch.tensor([0.1])
+        return grid_objective(features, train_paths, weight, bias, decays, NUM_CLASSES)[0].item()
+
+    # float32 L-BFGS stops within about 1e-6 of the minimum, where flat directions of the
+    # objective still leave the parameters a few 1e-3 apart.
+    assert objective(preconditioned) == pytest.approx(objective(plain), rel=1e-5)
     for level in range(3):
         torch.testing.assert_close(
-            preconditioned.weights[level], plain.weights[level], atol=2e-3, rtol=0
+            preconditioned.weights[level], plain.weights[level], atol=1e-2, rtol=0
         )
         torch.testing.assert_close(
-            preconditioned.biases[level], plain.biases[level], atol=2e-3, rtol=0
+            preconditioned.biases[level], plain.biases[level], atol=1e-2, rtol=0
         )
 
 

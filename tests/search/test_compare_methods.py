@@ -173,7 +173,7 @@ def test_command_filters(store: tuple[Any, str, str], tmp_path: Path, capsys: py
 def test_command_errors(store: tuple[Any, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, _, uri = store
     assert compare.main(["--experiment", "missing", "--tracking-uri", uri, "--no-mlflow-run"]) == 2
-    assert f"'missing' not found; the store holds ['Default', '{EXPERIMENT}']" in capsys.readouterr().err
+    assert f"'missing' not found; the store contains ['Default', '{EXPERIMENT}']" in capsys.readouterr().err
     assert compare.main(["--experiment", EXPERIMENT, "--tracking-uri", str(tmp_path / "none.db")]) == 2
     assert "none.db not found" in capsys.readouterr().err
     assert compare.main(["--experiment", EXPERIMENT, "--tracking-uri", uri, "--dataset", "modelnet40", "--no-mlflow-run"]) == 2

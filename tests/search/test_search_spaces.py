@@ -163,5 +163,6 @@ def test_tune_domains() -> None:
     assert (domains["gmm_k"].lower, domains["gmm_k"].upper) == (3, 10)
     temperature = domains["temperature"]
     assert isinstance(temperature, Float)
-    assert math.isclose(temperature.lower, 0.03) and math.isclose(temperature.upper, 0.5)
+    assert math.isclose(temperature.lower, 0.03)
+    assert math.isclose(temperature.upper, 0.5)
     assert type(temperature.sampler).__name__ == "_LogUniform"
