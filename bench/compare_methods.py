@@ -3,15 +3,18 @@
 For every method, a small Optuna search (TPE, in this process, no Ray) runs over the
 method's knobs from ``search.spaces``, scored by the final validation linear-probe
 accuracy. The best configuration is then trained again with several seeds, and each
-seed run is evaluated once on the test split. All methods share the encoder, epochs, batch, step cap and
-probe of the chosen ``--budget``, so they get the same compute. Prints the budget, the
+seed run is evaluated once on the test split. All methods share the encoder, epochs,
+batch, step cap and probe of the chosen ``--budget``, so they get the same compute. Prints the budget, the
 per-level test accuracies (mean ± sample standard deviation over seeds) and the
 wall-clock per method, and writes the same to ``bench/results/compare_methods_<date>.md``
 with the machine and the git commit.
 
-Budgets are project choices: ``tiny`` finishes in about 20 minutes on 2 CPU cores and
-only shows that the comparison runs; ``small`` and ``medium`` are for machines with
-more cores or a GPU. Any budget number can be overridden with the flags.
+Budgets are project choices. ``tiny`` (28 short runs) is sized for roughly 15 to 25
+minutes on 2 shared CPU cores, an estimate that grows with other load on the machine.
+It shows that the comparison runs, not which method wins. ``small`` and ``medium`` are
+for machines with more cores or a GPU. The flags override single budget numbers.
+NOTE: Optuna's TPE samples at random for its first 10 trials, so searches of fewer
+trials (``tiny``, ``small``) are random searches.
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ class BenchBudget:
 
 
 BUDGETS: dict[str, BenchBudget] = {
-    "tiny": BenchBudget("tiny", epochs=3, batch_size=256, max_steps_per_epoch=100, width=32, search_trials=5, seeds=3,
-                        probe_train_size=8192, probe_val_size=3000, probe_max_iter=100, knn_val_size=500, knn_bank_size=2000),
+    "tiny": BenchBudget("tiny", epochs=2, batch_size=128, max_steps_per_epoch=40, width=32, search_trials=4, seeds=3,
+                        probe_train_size=4096, probe_val_size=2000, probe_max_iter=50, knn_val_size=500, knn_bank_size=2000),
     "small": BenchBudget("small", epochs=10, batch_size=256, max_steps_per_epoch=None, width=64, search_trials=8, seeds=3,
                          probe_train_size=20000, probe_val_size=6000, probe_max_iter=100, knn_val_size=2000, knn_bank_size=10000),
     "medium": BenchBudget("medium", epochs=30, batch_size=256, max_steps_per_epoch=None, width=128, search_trials=16, seeds=3,
@@ -313,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Command: `python bench/compare_methods.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
         f"- Budget: {budget.describe()}",
         "- Search: Optuna TPE (seed 0) in one process over the method's knobs from `search/spaces.py`, scored by "
-        "the final val/probe_acc of seed 0; the best knobs are then trained with seeds 1.."
-        f"{budget.seeds} and tested once each.",
+        "the final val/probe_acc of seed 0 (TPE samples at random for its first 10 trials, so a search of fewer "
+        f"trials is a random search). The best knobs are then trained with seeds 1..{budget.seeds} and tested once each.",
         "- Test L1 (coarsest: clothes/goods), L2 (6 groups), L3 (10 classes): mean ± sample standard deviation over seeds.",
         "",
         table,

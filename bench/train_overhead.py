@@ -74,16 +74,11 @@ def run_ray(run: RunConfig, threads: int) -> tuple[float, float, list[dict[str, 
     import ray
 
     from hmlc_core.train.callbacks import JsonLinesRecorder
+    from hmlc_core.train.local_ray import init_local_ray
     from hmlc_core.train.trainer import run_training
 
     start = time.perf_counter()
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        num_cpus=threads,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    init_local_ray(num_cpus=threads, log_to_driver=False)
     init_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "reports.jsonl"

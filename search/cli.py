@@ -38,6 +38,7 @@ class SearchOptions:
     dataset: str
     data_dir: str | None
     data_csv: str | None
+    download: bool
     budget: str | None
     num_samples: int | None
     max_concurrent_trials: int | None
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.cache/hmlc/data and a system location); for --dataset folder, the image folder",
     )
     what.add_argument("--data-csv", default=None, help="training label CSV of --dataset folder (default <data-dir>/train.csv)")
+    what.add_argument(
+        "--download",
+        action="store_true",
+        help="download the dataset through torchvision when its files are missing (cifar100, "
+        "fashion-mnist; needs a network connection); without it nothing is downloaded",
+    )
     what.add_argument(
         "--space",
         action="append",

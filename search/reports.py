@@ -11,7 +11,7 @@
   run keep separate series (``system/<node_id>/cpu_utilization_percentage``).
 
 Every function takes an :class:`mlflow.MlflowClient` and an explicit run id, like
-``search.tracking``; only :func:`log_best_encoder` needs MLflow's process-global
+``search.tracking``. Only :func:`log_best_encoder` needs MLflow's process-global
 tracking URI, which it sets for the call and restores.
 """
 
@@ -33,6 +33,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 EMBEDDING_METHODS: tuple[str, ...] = ("pca", "tsne")
+_METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE"}
 DEFAULT_MAX_POINTS = 2000
 # Classes up to this count get a categorical colour each and a legend entry.
 _LEGEND_MAX_CLASSES = 20
@@ -212,7 +213,7 @@ def log_embedding_plots(
         raise ValueError(f"features have {matrix.shape[0]} rows but paths have {labels.shape[0]}; pass one label path per feature row")
     index = subsample_indices(matrix.shape[0], max_points, seed)
     points = project_2d(matrix[index], method=method, seed=seed)
-    title = f"Validation features, {method.upper()} of {len(index)} images"
+    title = f"Validation features, {_METHOD_TITLES[method]} of {len(index)} images"
     figure = plot_level_embeddings(points, labels[index], hierarchy, title=title)
     png = f"{artifact_dir}/val_{method}.png"
     try:
@@ -320,10 +321,11 @@ def log_optuna_plots(
 ) -> list[str]:
     """Log the study's plots and trial table to the search's parent run.
 
-    Writes ``<artifact_dir>/search_plots.html`` (interactive plotly figures; the page
-    embeds plotly.js, so it opens offline), one ``<artifact_dir>/<plot>.png`` per plot
-    from Optuna's matplotlib backend (kaleido, which plotly needs for PNGs, is not a
-    dependency), and ``<artifact_dir>/trials.csv`` (``study.trials_dataframe()``).
+    Writes ``<artifact_dir>/search_plots.html`` with the interactive plotly figures. The
+    page embeds plotly.js (about 5 MB), so it opens offline. Writes one
+    ``<artifact_dir>/<plot>.png`` per plot from Optuna's matplotlib backend, because
+    plotly needs kaleido for PNGs, which is not a dependency. Writes
+    ``<artifact_dir>/trials.csv`` (``study.trials_dataframe()``).
 
     Args:
         client: an ``mlflow.MlflowClient``.
@@ -348,6 +350,9 @@ def log_optuna_plots(
         written.append(html)
     for name, figure in optuna_figures(study, target_name, backend="matplotlib").items():
         png = f"{artifact_dir}/{name}.png"
+        # Optuna draws at matplotlib's default 6.4 x 4.8 inches, too narrow for many axes.
+        axes_count = len(study.best_trial.params) + 1 if name == "parallel_coordinate" else 0
+        figure.set_size_inches(max(9.0, 1.3 * axes_count), 5.5)
         try:
             figure.tight_layout()
             client.log_figure(parent_run_id, figure, png)
@@ -442,8 +447,8 @@ def log_best_encoder(
         example = example.astype(np.float32)
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
     search_package = str(Path(__file__).resolve().parent)
-    # MLflow 3.17 files a new model under the process's active experiment (the default
-    # one when none is set), not the run's; creating it here keeps it in the run's.
+    # MLflow 3.17 files a new model under the process's active experiment (the default one
+    # when none is set) instead of the run's. Creating the model here keeps it in the run's.
     experiment_id = client.get_run(run_id).info.experiment_id
     logged = client.create_logged_model(experiment_id, name=name, source_run_id=run_id, model_type="encoder")
     with _global_tracking_uri(client.tracking_uri):

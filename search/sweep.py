@@ -89,7 +89,11 @@ class SweepState:
 
 def data_config_values(options: SearchOptions) -> dict[str, Any]:
     """Return the DataConfig fields the command line sets."""
-    values: dict[str, Any] = {"name": options.dataset, "data_dir": options.data_dir}
+    values: dict[str, Any] = {
+        "name": options.dataset,
+        "data_dir": options.data_dir,
+        "download": options.download,
+    }
     if options.data_csv is not None:
         values["csv_path"] = options.data_csv
     return values
@@ -138,14 +142,9 @@ def start_ray(options: SearchOptions) -> None:
     if options.address is not None:
         ray.init(address=options.address, runtime_env=runtime_env)
         return
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        num_cpus=options.num_cpus or os.cpu_count(),
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        runtime_env=runtime_env,
-    )
+    from hmlc_core.train.local_ray import init_local_ray
+
+    init_local_ray(num_cpus=options.num_cpus or os.cpu_count(), runtime_env=runtime_env)
 
 
 def _python_path() -> list[str]:
@@ -229,6 +228,8 @@ def build_run_and_space(
         base = build_base_run(settings, budget)
         if options.data_csv is not None:
             base = base.replace(data=base.data.replace(csv_path=options.data_csv))
+        if options.download:
+            base = base.replace(data=base.data.replace(download=True))
     except ConfigError as error:
         raise SearchSetupError(f"invalid run setting: {error}") from error
     channels = base.model.encoder.out_dim

@@ -209,13 +209,9 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     if address is not None:
         ray.init(address=address)
         return
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-    )
+    from hmlc_core.train.local_ray import init_local_ray
+
+    init_local_ray(num_cpus=num_cpus)
 
 
 def train_with_progress(run: RunConfig, args: argparse.Namespace, name: str) -> Any:

@@ -15,17 +15,12 @@ def ray_local() -> Iterator[None]:
     """
     import ray
 
+    from hmlc_core.train.local_ray import init_local_ray
+
     if ray.is_initialized():
         yield
         return
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        log_to_driver=False,
-    )
+    init_local_ray(num_cpus=2, log_to_driver=False)
     try:
         yield
     finally:

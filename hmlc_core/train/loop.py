@@ -1,8 +1,8 @@
 """The training run on one worker, in named stages, independent of Ray.
 
 :class:`TrainingSession` contains data, model, optimiser, schedule and G-HMLC masks of one
-worker. ``hmlc_core.train.worker`` drives it under Ray Train; tests drive it in a plain
-process (or in a gloo process group) to check steps, resumption and mask agreement.
+worker. ``hmlc_core.train.worker`` drives it under Ray Train. Tests drive it in a plain
+process, or in a gloo process group, to check steps, resumption and mask agreement.
 
 Stages: :func:`setup_process` (seeds, device), :func:`prepare_data`,
 :func:`prepare_model`, :func:`prepare_optimizer`, then per epoch
@@ -280,7 +280,13 @@ class TrainingSession:
             )
         self.unwrapped.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
+        # The schedule's length comes from this run, so a resumed run with more epochs
+        # stretches the cosine instead of staying at min_lr.
+        shape = (self.scheduler.total_steps, self.scheduler.warmup_steps, self.scheduler.min_lr)
         self.scheduler.load_state_dict(state.scheduler)
+        self.scheduler.total_steps, self.scheduler.warmup_steps, self.scheduler.min_lr = shape
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+            group["lr"] = lr
         self.epoch = state.epoch
         self.global_step = state.global_step
         if self.masks is not None and state.masks is not None:

@@ -142,14 +142,17 @@ def test_command_writes_and_logs(store: tuple[Any, str, str], tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "0.7700 ± 0.0283 (n=2)" in printed
     markdown = (output / "comparison.md").read_text()
-    assert "## fashion-mnist" in markdown and "## cifar100" in markdown
+    assert "## fashion-mnist" in markdown
+    assert "## cifar100" in markdown
     assert "| fashion-mnist | g_hmlc | smoke | 2 | 0,1 | 6 | 4 | 1 | 1 | 0.8100 ± 0.0141 (n=2) | 0.9600 ± 0.0141 (n=2) | 0.8600 ± 0.0141 (n=2) | 0.7700 ± 0.0283 (n=2) | - |" in markdown
     assert "| fashion-mnist | supcon | smoke | 1 | 0 | 2 | 2 | 0 | 0 | 0.7500 | 0.9000 | 0.8000 | 0.7000 | supcon-fashion-mnist-0_00001 |" in markdown
     # cifar100 has two levels, so its table has no L3 column.
     cifar_table = markdown.split("## cifar100")[1].split("##")[0]
-    assert "test L2" in cifar_table and "test L3" not in cifar_table
+    assert "test L2" in cifar_table
+    assert "test L3" not in cifar_table
     image = matplotlib.image.imread(output / "comparison.png")
-    assert image.shape[0] > 300 and image.shape[1] > 2 * image.shape[0]
+    assert image.shape[0] > 300
+    assert image.shape[1] > 2 * image.shape[0]
     runs = client.search_runs([experiment_id], filter_string="tags.run_kind = 'comparison'")
     # The second comparison ignores the first comparison run.
     assert len(runs) == 2
@@ -167,7 +170,8 @@ def test_command_filters(store: tuple[Any, str, str], tmp_path: Path, capsys: py
     assert status == 0
     printed = capsys.readouterr().out
     assert "supcon" in printed
-    assert "g_hmlc" not in printed and "cifar100" not in printed
+    assert "g_hmlc" not in printed
+    assert "cifar100" not in printed
 
 
 def test_command_errors(store: tuple[Any, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

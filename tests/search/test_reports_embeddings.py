@@ -45,7 +45,8 @@ def test_subsample_indices_sorted_unique() -> None:
     assert index.shape == (30,)
     assert len(set(index.tolist())) == 30
     assert np.all(np.diff(index) > 0)
-    assert index.min() >= 0 and index.max() < 100
+    assert index.min() >= 0
+    assert index.max() < 100
     assert np.array_equal(index, reports.subsample_indices(100, 30, seed=1))
     assert np.array_equal(reports.subsample_indices(5, 30), np.arange(5))
     assert np.array_equal(reports.subsample_indices(5, None), np.arange(5))

@@ -79,6 +79,21 @@ def test_resume_reproduces_uninterrupted_run(fashion_splits: TrainValSplits, tmp
 
 
 @pytest.mark.slow
+def test_resume_with_more_epochs_stretches_schedule(fashion_splits: TrainValSplits, tmp_path: Path) -> None:
+    short = _session(_run("hmce", epochs=1), fashion_splits)
+    _train(short, 1)
+    folder = save_checkpoint(tmp_path / "epoch_1", short.state())
+    longer_run = _run("hmce", epochs=4)
+    reference = _session(longer_run, fashion_splits)
+    _train(reference, 1)
+    resumed = _session(longer_run, fashion_splits)
+    resumed.load_state(load_checkpoint(folder))
+    assert resumed.scheduler.total_steps == 12
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(reference.optimizer.param_groups[0]["lr"])
+    assert resumed.optimizer.param_groups[0]["lr"] != pytest.approx(short.optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_step(fashion_splits: TrainValSplits) -> None:
     session = _session(_run("hmce"), fashion_splits)
     _train(session, 1)
