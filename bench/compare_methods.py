@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(text)
 
     log(budget.describe())
+    load_start = os.getloadavg()[0]
     splits = load_splits(base_run(METHODS[0], budget, 0, device.type).data)
     results = []
     for method in args.methods:
@@ -313,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine_description(device)}",
         f"- Commit: {git_commit()}",
-        f"- Command: `python bench/compare_methods.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
+        f"- Command: `{' '.join(['python bench/compare_methods.py', *(argv if argv is not None else sys.argv[1:])])}`",
+        f"- Load average (1 min) at start and end: {load_start:.2f}, {os.getloadavg()[0]:.2f}; other jobs on the "
+        "machine slow the runs, so compare wall-clock only between runs on an idle machine.",
         f"- Budget: {budget.describe()}",
         "- Search: Optuna TPE (seed 0) in one process over the method's knobs from `search/spaces.py`, scored by "
         "the final val/probe_acc of seed 0 (TPE samples at random for its first 10 trials, so a search of fewer "

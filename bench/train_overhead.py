@@ -1,15 +1,17 @@
 """Ray Train's overhead for one run: the same training in a plain process and in TorchTrainer.
 
 (a) runs the per-worker training code (``TrainingSession`` and ``run_epochs``) in this
-process with no Ray at all; (b) runs it through ``TorchTrainer`` with one worker. Both
+process without Ray Train (the local Ray cluster that (b) uses stays idle meanwhile).
+(b) runs it through ``TorchTrainer`` with one worker. Both
 use the same model, data, batch, steps, seeds and per-epoch work (kNN proxy, checkpoint
 written to disk, final probe), and the same number of CPU threads. The script prints
 images per second and seconds per epoch of the training part (measured inside the
-loop, epochs after the first), the end-to-end wall time, and the ratios b / a.
+loop, epochs after the first), the end-to-end wall time, the final probe accuracy,
+and the ratios b / a of the medians over the rounds.
 
-Example (about 1-2 minutes on 2 CPU cores):
+Example (four training runs; a few minutes on 2 idle CPU cores):
 
-    python bench/train_overhead.py --steps 60 --epochs 3 --threads 2
+    python bench/train_overhead.py --steps 40 --epochs 3 --threads 2 --rounds 2
 """
 
 from __future__ import annotations
@@ -65,29 +67,31 @@ def run_plain(run: RunConfig, threads: int) -> tuple[float, list[dict[str, float
     return time.perf_counter() - start, epochs
 
 
-def run_ray(run: RunConfig, threads: int) -> tuple[float, float, list[dict[str, float]]]:
-    """Run the training through TorchTrainer with one worker.
-
-    Returns:
-        (seconds of ray.init, wall seconds of fit, per-epoch metrics).
-    """
-    import ray
-
-    from hmlc_core.train.callbacks import JsonLinesRecorder
+def start_ray(threads: int) -> float:
+    """Start a local Ray cluster with ``threads`` CPUs; return the seconds it took."""
     from hmlc_core.train.local_ray import init_local_ray
-    from hmlc_core.train.trainer import run_training
 
     start = time.perf_counter()
     init_local_ray(num_cpus=threads, log_to_driver=False)
-    init_seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def run_ray(run: RunConfig) -> tuple[float, list[dict[str, float]]]:
+    """Run the training through TorchTrainer with one worker (Ray already started).
+
+    Returns:
+        (wall seconds of fit, per-epoch metrics).
+    """
+    from hmlc_core.train.callbacks import JsonLinesRecorder
+    from hmlc_core.train.trainer import run_training
+
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "reports.jsonl"
         start = time.perf_counter()
         run_training(run, storage_path=scratch, name="bench", callbacks=[JsonLinesRecorder(str(log))])
         wall = time.perf_counter() - start
         epochs = [json.loads(line)["metrics"] for line in log.read_text().splitlines()]
-    ray.shutdown()
-    return init_seconds, wall, epochs
+    return wall, epochs
 
 
 def steady_state(epochs: list[dict[str, Any]]) -> tuple[float, float]:
@@ -98,37 +102,46 @@ def steady_state(epochs: list[dict[str, Any]]) -> tuple[float, float]:
     return images, seconds
 
 
+def print_row(label: str, wall: float, epochs: list[dict[str, float]]) -> tuple[float, float, float]:
+    """Print one variant's row and return (images/s, s/epoch, wall s)."""
+    images, seconds = steady_state(epochs)
+    probe = epochs[-1]["val/probe_acc"]
+    print(f"{label:34s}{images:10.1f}{seconds:10.2f}{wall:10.1f}{probe:10.4f}", flush=True)
+    return images, seconds, wall
+
+
 def main() -> None:
-    """Run both variants and print the comparison."""
+    """Run both variants, alternating, and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST folder")
     parser.add_argument("--method", default="hmce", help="training method (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch in images (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=60, help="steps per epoch (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=40, help="steps per epoch (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both variants (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds of (a) then (b); alternating exposes load drift (default: %(default)s)"
+    )
     args = parser.parse_args()
     run = build_run(args)
     print(
         f"run: {args.method}, small_cnn, Fashion-MNIST, batch {args.batch_size}, "
-        f"{args.steps} steps x {args.epochs} epochs, {args.threads} CPU threads",
+        f"{args.steps} steps x {args.epochs} epochs, {args.threads} CPU threads, {args.rounds} rounds",
         flush=True,
     )
-    print(f"{'':28s}{'images/s':>10s}{'s/epoch':>10s}{'wall s':>10s}", flush=True)
+    init_seconds = start_ray(args.threads)
+    print(f"ray.init: {init_seconds:.1f} s (not part of any row)")
+    print(f"{'':34s}{'images/s':>10s}{'s/epoch':>10s}{'wall s':>10s}{'probe':>10s}", flush=True)
+    plain_rows, ray_rows = [], []
+    for round_index in range(1, args.rounds + 1):
+        plain_rows.append(print_row(f"(a) plain PyTorch loop, round {round_index}", *run_plain(run, args.threads)))
+        ray_rows.append(print_row(f"(b) TorchTrainer 1 worker, round {round_index}", *run_ray(run)))
 
-    plain_wall, plain_epochs = run_plain(run, args.threads)
-    plain_images, plain_seconds = steady_state(plain_epochs)
-    print(f"{'(a) plain PyTorch loop':28s}{plain_images:10.1f}{plain_seconds:10.2f}{plain_wall:10.1f}", flush=True)
-
-    init_seconds, ray_wall, ray_epochs = run_ray(run, args.threads)
-    ray_images, ray_seconds = steady_state(ray_epochs)
-    print(f"{'(b) TorchTrainer, 1 worker':28s}{ray_images:10.1f}{ray_seconds:10.2f}{ray_wall:10.1f}")
-    print(f"ratio b/a: s/epoch {ray_seconds / plain_seconds:.3f}, wall {ray_wall / plain_wall:.3f}")
-    print(f"ray.init (not in (b)'s wall time): {init_seconds:.1f} s")
-    print(
-        f"final val/probe_acc: (a) {plain_epochs[-1]['val/probe_acc']:.4f}, "
-        f"(b) {ray_epochs[-1]['val/probe_acc']:.4f}"
-    )
+    plain = [statistics.median(column) for column in zip(*plain_rows)]
+    ray_numbers = [statistics.median(column) for column in zip(*ray_rows)]
+    print(f"{'(a) median':34s}{plain[0]:10.1f}{plain[1]:10.2f}{plain[2]:10.1f}")
+    print(f"{'(b) median':34s}{ray_numbers[0]:10.1f}{ray_numbers[1]:10.2f}{ray_numbers[2]:10.1f}")
+    print(f"ratio b/a of medians: s/epoch {ray_numbers[1] / plain[1]:.3f}, wall {ray_numbers[2] / plain[2]:.3f}")
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def trial_val_accuracy(run: Any) -> float:
     return _finite(metrics.get(VAL_BEST, metrics.get(VAL_LAST)))
 
 
-def test_accuracies(metrics: Mapping[str, float]) -> dict[int, float]:
+def level_test_accuracies(metrics: Mapping[str, float]) -> dict[int, float]:
     """Return the ``test/probe_acc_L{l}`` metrics as 1-based level -> accuracy."""
     result: dict[int, float] = {}
     for key, value in metrics.items():
@@ -218,9 +218,9 @@ def summarise_search(parent: Any, trials: Sequence[Any]) -> SearchSummary:
     completed = [trial_val_accuracy(run) for run in trials if _tag(run, tracking.TAG_STATUS) == tracking.STATUS_COMPLETED]
     finite = [value for value in completed if not math.isnan(value)]
     chosen = _chosen_run(parent, trials)
-    test = test_accuracies(parent.data.metrics)
+    test = level_test_accuracies(parent.data.metrics)
     if not test and chosen is not None:
-        test = test_accuracies(chosen.data.metrics)
+        test = level_test_accuracies(chosen.data.metrics)
     chosen_name = None
     if chosen is not None:
         chosen_name = chosen.data.tags.get(tracking.TAG_TRIAL) or chosen.info.run_name
@@ -565,7 +565,7 @@ def run_comparison(args: argparse.Namespace) -> int:
     ]
     if not searches:
         raise CompareError(
-            f"experiment {args.experiment!r} holds no search runs (tag {tracking.TAG_KIND}={KIND_SEARCH})"
+            f"experiment {args.experiment!r} contains no search runs (tag {tracking.TAG_KIND}={KIND_SEARCH})"
             f"{' matching the --method/--dataset filters' if args.method or args.dataset else ''}; run search/tune.py first"
         )
     summaries = summarise_methods(searches)

@@ -24,7 +24,6 @@ from hmlc_core.models import EncoderConfig, ModelConfig
 
 MethodName = Literal["supcon", "hmc", "hmce", "g_hmlc", "a_hmlc"]
 METHODS: tuple[str, ...] = ("supcon", "hmc", "hmce", "g_hmlc", "a_hmlc")
-HIERARCHICAL_METHODS: tuple[str, ...] = ("hmc", "hmce", "g_hmlc", "a_hmlc")
 
 # Learning rates are given per this many images and scaled linearly to the global batch.
 LR_REFERENCE_BATCH = 256
@@ -204,9 +203,10 @@ class ScalingSettings(ConfigBase):
         num_workers: Training workers (one process each).
         use_gpu: One GPU share per worker, NCCL; otherwise CPU and gloo.
         cpus_per_worker: CPUs reserved per worker; Ray sets OMP_NUM_THREADS to this value.
-            NOTE: two Ray runs of one config with 2 threads per worker differed in the 5th
-            significant digit of the loss after 10 steps (batch 128, small_cnn). With 1
-            thread per worker the runs were identical. The cause was not found.
+            NOTE: two runs of one config with 2 CPU threads per worker (in Ray, and in a
+            plain process) differed in the 5th significant digit of the loss after 10
+            steps (batch 128, small_cnn). With 1 thread the runs were identical, so exact
+            reproduction needs 1 CPU per worker; the multi-thread cause was not found.
         gpus_per_worker: GPUs reserved per worker when ``use_gpu``.
         amp: bf16 autocast for the forward pass on GPU; ignored on CPU.
         sync_batchnorm: Convert BatchNorm to SyncBatchNorm on GPU with several workers,
