@@ -9,9 +9,9 @@ per-level test accuracies (mean ± sample standard deviation over seeds) and the
 wall-clock per method, and writes the same to ``bench/results/compare_methods_<date>.md``
 with the machine and the git commit.
 
-Budgets are project choices. ``tiny`` (28 short runs) is sized for roughly 15 to 25
-minutes on 2 shared CPU cores, an estimate that grows with other load on the machine.
-It shows that the comparison runs, not which method wins. ``small`` and ``medium`` are
+Budgets are project choices. ``tiny`` (28 runs of 80 steps) took 19 minutes on 2 CPU
+cores shared with other jobs (``bench/results/compare_methods_2026-12-04.md``); an idle
+machine is faster. It shows that the comparison runs, not which method wins. ``small`` and ``medium`` are
 for machines with more cores or a GPU. The flags override single budget numbers.
 NOTE: Optuna's TPE samples at random for its first 10 trials, so searches of fewer
 trials (``tiny``, ``small``) are random searches.

@@ -43,12 +43,19 @@ class TrialArtifacts:
             Shape: (L, D).
         confusion: per-level probe confusion summaries (``ProbeResult.confusion_summary``
             on the validation subset), coarsest first.
+        val_features: pooled encoder features of that validation subset, on the CPU.
+            Shape: (N, C).
+        val_paths: label paths of the same images. Shape: (N, L).
+        hierarchy: the dataset's label hierarchy (class names for plot legends).
     """
 
     level_names: tuple[str, ...]
     gmm_masks: list[list[float]] | None
     soft_masks_mean: list[list[float]] | None
     confusion: list[dict[str, Any]]
+    val_features: torch.Tensor
+    val_paths: torch.Tensor
+    hierarchy: Any
 
 
 def compute_trial_artifacts(checkpoint_dir: str | Path, run: RunConfig, device: str = "cpu") -> TrialArtifacts:
@@ -62,11 +69,15 @@ def compute_trial_artifacts(checkpoint_dir: str | Path, run: RunConfig, device: 
     model.to(target).eval()
     gmm_masks = state.masks.float().tolist() if state.masks is not None else None
     soft = mean_soft_masks(model, splits.val, run, target) if model.masker is not None else None
+    confusion, val_features, val_paths = probe_confusion(model, splits.train, splits.val, run, target)
     return TrialArtifacts(
         level_names=tuple(hierarchy.level_names),
         gmm_masks=gmm_masks,
         soft_masks_mean=soft,
-        confusion=probe_confusion(model, splits.train, splits.val, run, target),
+        confusion=confusion,
+        val_features=val_features,
+        val_paths=val_paths,
+        hierarchy=hierarchy,
     )
 
 
@@ -92,16 +103,24 @@ def mean_soft_masks(model: Any, val: Any, run: RunConfig, device: torch.device) 
     return (sums / len(subset)).cpu().tolist()
 
 
-def probe_confusion(model: Any, train: Any, val: Any, run: RunConfig, device: torch.device) -> list[dict[str, Any]]:
-    """Fit the run's linear probe and summarise its validation errors per level."""
+def probe_confusion(
+    model: Any, train: Any, val: Any, run: RunConfig, device: torch.device
+) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+    """Fit the run's linear probe and summarise its validation errors per level.
+
+    Returns:
+        The per-level confusion summaries, and the validation features (N, C) and label
+        paths (N, L) they were computed on, both on the CPU.
+    """
     train_index = fixed_subset(len(train), run.probe_train_size, run.seed + _PROBE_TRAIN_SEED_OFFSET)
     val_index = fixed_subset(len(val), run.probe_val_size, run.seed + _PROBE_VAL_SEED_OFFSET)
     probe_train, probe_val = train.subset(train_index), val.subset(val_index)
     probe, _ = fit_probe(model, probe_train, probe_val, run.probe, run.eval_batch_size, device)
     features = dataset_features(model, probe_val, run.eval_batch_size, device)
     target = run.probe.device or str(device)
-    return probe.confusion_summary(
+    confusion = probe.confusion_summary(
         features.to(target),
         probe_val.paths.to(target),
         class_names=probe_val.hierarchy.class_names,
     )
+    return confusion, features.cpu(), probe_val.paths.cpu()

@@ -39,6 +39,7 @@ class SearchOptions:
     data_dir: str | None
     data_csv: str | None
     download: bool
+    register_model: str | None
     budget: str | None
     num_samples: int | None
     max_concurrent_trials: int | None
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.cache/hmlc/data and a system location); for --dataset folder, the image folder",
     )
     what.add_argument("--data-csv", default=None, help="training label CSV of --dataset folder (default <data-dir>/train.csv)")
+    what.add_argument(
+        "--register-model",
+        default=None,
+        metavar="NAME",
+        help="also register the best trial's encoder in the MLflow model registry under NAME "
+        "(default: log it to the parent run only)",
+    )
     what.add_argument(
         "--download",
         action="store_true",
@@ -216,5 +224,12 @@ def is_remote(storage_path: str) -> bool:
 
 
 def join_storage(storage_path: str, *parts: str) -> str:
-    """Join path parts to a local folder or a URI with ``/``."""
-    return "/".join([storage_path.rstrip("/"), *parts]) if is_remote(storage_path) else os.path.join(storage_path, *parts)
+    """Join path parts to a local folder or a URI with ``/``.
+
+    A URI's query options (``s3://bucket/runs?endpoint_override=...``) stay at the end,
+    so ``join_storage("s3://b/runs?scheme=http", "name")`` is ``s3://b/runs/name?scheme=http``.
+    """
+    if not is_remote(storage_path):
+        return os.path.join(storage_path, *parts)
+    base, separator, query = storage_path.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + separator + query

@@ -563,8 +563,66 @@ def report_results(results: Any, state: SweepState, storage: str, options: Searc
     print(f"\nBest trial {best.trial_id}: {OBJECTIVE} = {float(best.metrics[OBJECTIVE]):.4f}")
     for key in sorted(test_metrics):
         print(f"  {key} = {test_metrics[key]:.4f}")
+    log_search_reports(client, state, best, storage, options.register_model)
     tracking.finish_run(client, state.parent_run_id, "FINISHED")
     return 0
+
+
+def log_search_reports(
+    client: Any, state: SweepState, best: TrialRecord, storage: str, registered_model_name: str | None
+) -> None:
+    """Log the Optuna plots and the best trial's encoder to the parent run.
+
+    A failure here is logged and tagged on the parent run, because the search itself
+    has already finished and its results are saved.
+    """
+    from search import reports
+
+    try:
+        if state.optuna_storage is not None:
+            import optuna
+
+            study = optuna.load_study(study_name=state.study_name, storage=state.optuna_storage)
+            reports.log_optuna_plots(client, state.parent_run_id, study)
+        model, example = load_best_model(best, state, storage)
+        reports.log_best_encoder(
+            client,
+            state.parent_run_id,
+            model,
+            input_example=example,
+            registered_model_name=registered_model_name,
+        )
+    except Exception as error:  # noqa: BLE001 - reports must not fail a finished search
+        logger.exception("logging the search reports of MLflow run %s failed", state.parent_run_id)
+        client.set_tag(state.parent_run_id, "report_error", f"{type(error).__name__}: {error}"[:5000])
+
+
+def load_best_model(best: TrialRecord, state: SweepState, storage: str) -> tuple[Any, Any]:
+    """Load the best trial's model from its final checkpoint, on the CPU.
+
+    Returns:
+        The model in eval mode, and an input example for MLflow: two validation images
+        through the evaluation transform.
+    """
+    from ray.train import Checkpoint
+
+    from hmlc_core.data import build_eval_transform, load_splits
+    from hmlc_core.models import build_model
+    from hmlc_core.train.checkpoint import load_checkpoint
+    from hmlc_core.train.config import RunConfig
+    from hmlc_core.train.loop import model_config_for
+
+    if best.checkpoint_path is None:
+        raise RuntimeError(f"trial {best.trial_id} reported no checkpoint")
+    run = apply_sample(RunConfig.from_dict(state.base_run), best.knobs, len(state.level_names))
+    filesystem, _ = _filesystem(storage)
+    checkpoint = Checkpoint(best.checkpoint_path, filesystem=filesystem if is_remote(storage) else None)
+    model = build_model(model_config_for(run, len(state.level_names)))
+    with checkpoint.as_directory() as folder:
+        model.load_state_dict(load_checkpoint(folder).model)
+    val = load_splits(run.data).val
+    example = build_eval_transform(val)(val.inputs[:2])
+    return model.eval(), example
 
 
 # Entry point -------------------------------------------------------------------------

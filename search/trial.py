@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -131,10 +132,40 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         name=trial_id,
         callbacks=[callback],
         failure_max=0,
+        train_loop=train_loop_with_system_metrics,
+        extra_loop_config={_TRACKING_URI_KEY: context.tracking_uri, _RUN_ID_KEY: run_id},
     )
     result = trainer.fit()
     if result.checkpoint is not None:
         log_trial_artifacts(client, run_id, result.checkpoint, run)
+
+
+_TRACKING_URI_KEY = "mlflow_tracking_uri"
+_RUN_ID_KEY = "mlflow_run_id"
+
+
+def train_loop_with_system_metrics(config: dict[str, Any]) -> None:
+    """Run the training loop on one Ray Train worker while MLflow samples its system metrics.
+
+    Each worker logs under its own node id (``worker0``, ``worker1``, ...) into the
+    trial's run. A monitor that cannot start is logged and training goes on without it.
+    """
+    from hmlc_core.train.worker import train_loop_per_worker
+    from search.reports import start_system_metrics, worker_node_id
+
+    monitor = None
+    rank = ray.train.get_context().get_world_rank()
+    try:
+        monitor = start_system_metrics(
+            config[_TRACKING_URI_KEY], config[_RUN_ID_KEY], worker_node_id(rank)
+        )
+    except Exception:  # noqa: BLE001 - monitoring must not stop training
+        logger.exception("starting system metrics of worker %d failed; training goes on", rank)
+    try:
+        train_loop_per_worker(config)
+    finally:
+        if monitor is not None:
+            monitor.finish()
 
 
 def _debug_failure(context: TrialContext, trial_id: str) -> str | None:
@@ -197,3 +228,17 @@ def log_trial_artifacts(client: Any, run_id: str, checkpoint: Any, run: RunConfi
             artifacts.level_names,
         )
     client.log_dict(run_id, {"levels": artifacts.confusion}, "probe/confusion_summary.json")
+    log_embedding_plots_safely(client, run_id, artifacts)
+
+
+def log_embedding_plots_safely(client: Any, run_id: str, artifacts: Any) -> None:
+    """Log the per-level 2-D embedding plots of the validation subset; a failure is only logged."""
+    from search.reports import log_embedding_plots
+
+    try:
+        log_embedding_plots(
+            client, run_id, artifacts.val_features, artifacts.val_paths, artifacts.hierarchy
+        )
+    except Exception as error:  # noqa: BLE001 - a plot must not fail a trained trial
+        logger.exception("logging the embedding plots of MLflow run %s failed", run_id)
+        client.set_tag(run_id, "embedding_plot_error", f"{type(error).__name__}: {error}"[:5000])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import ray.train
 import torch
@@ -40,6 +40,8 @@ def build_trainer(
     resume_checkpoint: Checkpoint | str | os.PathLike[str] | None = None,
     failure_max: int = 0,
     num_to_keep: int | None = 2,
+    train_loop: Callable[[dict[str, Any]], None] | None = None,
+    extra_loop_config: Mapping[str, Any] | None = None,
 ) -> TorchTrainer:
     """Build the TorchTrainer that pretrains ``run``.
 
@@ -58,8 +60,12 @@ def build_trainer(
         failure_max: Worker-group failures to recover from, each time from the latest
             checkpoint.
         num_to_keep: Most recent checkpoints kept in storage; None keeps all.
+        train_loop: The per-worker function, by default :func:`train_loop_per_worker`.
+            A caller that wraps it (to start per-worker monitoring, say) passes the
+            wrapper, which must call :func:`train_loop_per_worker` with its config.
+        extra_loop_config: Entries added to the per-worker config for such a wrapper.
     """
-    loop_config: dict[str, object] = {RUN_KEY: run.to_dict()}
+    loop_config: dict[str, object] = {**(extra_loop_config or {}), RUN_KEY: run.to_dict()}
     if resume_checkpoint is not None:
         if not isinstance(resume_checkpoint, Checkpoint):
             resume_checkpoint = Checkpoint.from_directory(os.fspath(resume_checkpoint))
@@ -72,7 +78,7 @@ def build_trainer(
         checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
     )
     return TorchTrainer(
-        train_loop_per_worker,
+        train_loop or train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if run.scaling.use_gpu else "gloo"),
         scaling_config=ray_scaling_config(run.scaling),

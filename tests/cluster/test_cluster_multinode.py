@@ -214,3 +214,176 @@ def test_search_spans_nodes_and_resumes_from_s3(
     keys = s3_results.keys()
     for trial in trials:
         assert f"runs/exp/{trial}/checkpoint_{STEPS - 1:06d}/state.json" in keys
+
+
+# The project's smoke search on the same kind of cluster ------------------------------
+
+SEARCH_NAME = "multinode-smoke"
+SEARCH_EPOCHS = 2
+SEARCH_EXPERIMENT = "multinode"
+
+
+@pytest.fixture
+def search_cluster(
+    s3_results: S3Results, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
+    """A head (0 CPUs, dashboard on 127.0.0.1) and two one-CPU worker nodes, not joined.
+
+    The search joins it itself through --address. The dashboard serves Ray's state API,
+    which the test reads to find the nodes of the Train workers.
+    """
+    from conftest import free_port
+
+    monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    # run_search sets this with os.environ.setdefault; setting it here restores it after.
+    monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": free_port(),
+        },
+    )
+    try:
+        for resource in WORKER_NODE_RESOURCES:
+            cluster.add_node(num_cpus=1, resources={resource: 1}, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def smoke_budget_without_asha_rung(name: str) -> Any:
+    """The smoke budget with grace_period = SEARCH_EPOCHS, so ASHA's only rung is the last epoch.
+
+    FinalEpochSafeASHA never stops a trial there, so neither trial can be stopped early
+    and the test does not depend on which trial has the better kNN accuracy.
+    """
+    import dataclasses
+
+    from search.budgets import get_budget
+
+    return dataclasses.replace(get_budget(name), grace_period=SEARCH_EPOCHS)
+
+
+def train_worker_nodes() -> list[str]:
+    """Node ids of every Ray Train worker actor of the job, alive or dead."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000, raise_on_missing_output=False)
+    return [actor.node_id for actor in actors]
+
+
+def train_attempts_by_trial() -> dict[str, list[Any]]:
+    """Ray Train run attempts of the job, by Train run name (the Tune trial id), oldest first.
+
+    Read from Ray Train V2's state actor, which records every attempt with the node of
+    each of its workers. NOTE: the state actor is a Ray DeveloperAPI
+    (ray.train.v2._internal); list_actors above is the public cross-check.
+    """
+    from ray.train.v2._internal.state.state_actor import get_state_actor
+
+    actor = get_state_actor()
+    assert actor is not None, "Ray Train's state actor is not running"
+    runs = ray.get(actor.get_train_runs.remote())
+    attempts = ray.get(actor.get_train_run_attempts.remote())
+    by_trial: dict[str, list[Any]] = {}
+    for run_id, run in runs.items():
+        by_trial.setdefault(run.name, []).extend(attempts.get(run_id, {}).values())
+    return {name: sorted(found, key=lambda a: a.start_time_ns) for name, found in by_trial.items()}
+
+
+def test_smoke_search_spans_nodes_and_resumes_from_s3(
+    search_cluster: Cluster,
+    s3_results: S3Results,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real search (search/tune.py) on the 3-node cluster with s3:// storage.
+
+    One Train worker of 1 CPU per trial and one CPU per worker node, so two trials at
+    a time run on different nodes. --debug-fail-trial makes the first trial fail once
+    after its epoch-1 report; Tune retries it and Ray Train resumes it from its
+    epoch-1 checkpoint, which only exists in the S3 bucket.
+    """
+    import search.sweep
+    from mlflow import MlflowClient
+    from search.tune import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(search.sweep, "get_budget", smoke_budget_without_asha_rung)
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    code = main([
+        "--method", "hmce",
+        "--dataset", "fashion-mnist",
+        "--budget", "smoke",
+        "--num-samples", "2",
+        "--epochs", str(SEARCH_EPOCHS),
+        "--name", SEARCH_NAME,
+        "--experiment-name", SEARCH_EXPERIMENT,
+        "--address", search_cluster.address,
+        "--storage-path", s3_results.storage_path,
+        "--tracking-uri", tracking_uri,
+        "--debug-fail-trial", "once-after-first-report",
+    ])
+    assert code == 0
+
+    # Both trials completed and are on the leaderboard (written to the working folder
+    # because the storage path is remote).
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(SEARCH_EXPERIMENT)
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")
+    assert parent.info.status == "FINISHED"
+    trials = client.search_runs([experiment.experiment_id], "tags.run_kind = 'trial'")
+    trial_ids = sorted(run.data.tags["ray_trial_id"] for run in trials)
+    assert len(trial_ids) == 2
+    assert {run.data.tags["status"] for run in trials} == {"completed"}
+    board = (tmp_path / f"{SEARCH_NAME}-leaderboard.csv").read_text()
+    assert all(trial_id in board for trial_id in trial_ids)
+
+    # The Train workers (two first attempts and the failed trial's retry) ran on both
+    # worker nodes and never on the head.
+    worker_node_ids = {node.node_id for node in search_cluster.worker_nodes}
+    nodes = train_worker_nodes()
+    assert len(nodes) == 3
+    assert set(nodes) == worker_node_ids
+    assert search_cluster.head_node.node_id not in nodes
+
+    # Per trial: the first attempts of the two trials overlapped in time, each with its
+    # one worker on another worker node.
+    attempts = train_attempts_by_trial()
+    assert sorted(attempts) == trial_ids
+    first = [attempts[trial_id][0] for trial_id in trial_ids]
+    first_nodes = [{worker.node_id for worker in attempt.workers} for attempt in first]
+    assert all(len(found) == 1 for found in first_nodes)
+    assert first_nodes[0] | first_nodes[1] == worker_node_ids
+    assert first[0].start_time_ns < first[1].end_time_ns
+    assert first[1].start_time_ns < first[0].end_time_ns
+
+    # Search state, Tune state and both trials' epoch checkpoints are objects in S3.
+    keys = s3_results.keys()
+    prefix = f"{s3_results.prefix}/{SEARCH_NAME}"
+    assert f"{prefix}/sweep.json" in keys
+    assert any(key.startswith(f"{prefix}/experiment_state-") for key in keys)
+    for trial_id in trial_ids:
+        for epoch in range(1, SEARCH_EPOCHS + 1):
+            folder = f"{prefix}/train_runs/{trial_id}/checkpoint_epoch_{epoch:04d}/"
+            assert any(key.startswith(folder) for key in keys), (folder, keys)
+
+    # The trial the hook failed logged each epoch once: its retry continued from the
+    # epoch-1 checkpoint read back from S3 instead of training epoch 1 again.
+    marker_dir = Path(tempfile.gettempdir()) / f"hmlc-debug-{parent.data.tags['sweep_id']}"
+    failed_trial = (marker_dir / "failing-trial").read_text()
+    assert failed_trial in trial_ids
+    assert (marker_dir / f"failed-once-{failed_trial}").exists()
+    assert {trial_id: len(found) for trial_id, found in attempts.items()} == {
+        trial_id: 2 if trial_id == failed_trial else 1 for trial_id in trial_ids
+    }
+    for run in trials:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert sorted(steps) == list(range(1, SEARCH_EPOCHS + 1)), (run.data.tags["ray_trial_id"], steps)

@@ -106,3 +106,22 @@ def test_more_workers_than_cluster(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-3000:]
     assert "--num-workers 4 x --cpus-per-worker 1 needs 4 CPUs but the Ray cluster has 2" in done.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("storage", "parts", "joined"),
+    [
+        ("s3://bucket/runs", ("sweep", "train_runs"), "s3://bucket/runs/sweep/train_runs"),
+        ("s3://bucket/runs/", ("sweep",), "s3://bucket/runs/sweep"),
+        (
+            "s3://bucket/runs?endpoint_override=127.0.0.1:9000&scheme=http",
+            ("sweep", "train_runs"),
+            "s3://bucket/runs/sweep/train_runs?endpoint_override=127.0.0.1:9000&scheme=http",
+        ),
+        ("/data/runs", ("sweep",), os.path.join("/data/runs", "sweep")),
+    ],
+)
+def test_join_storage_keeps_uri_options_at_the_end(storage: str, parts: tuple[str, ...], joined: str) -> None:
+    from search.cli import join_storage
+
+    assert join_storage(storage, *parts) == joined
