@@ -535,7 +535,6 @@ def build_parser() -> argparse.ArgumentParser:
             "trials, best validation probe accuracy and per-level test accuracy of the chosen "
             "trial, with mean and standard deviation over seeds."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment name (tune.py's --experiment-name)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<working dir>/mlflow.db, as tune.py)")
