@@ -40,6 +40,7 @@ class SearchOptions:
     data_csv: str | None
     download: bool
     register_model: str | None
+    warm_start: str | None
     budget: str | None
     num_samples: int | None
     max_concurrent_trials: int | None
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.cache/hmlc/data and a system location); for --dataset folder, the image folder",
     )
     what.add_argument("--data-csv", default=None, help="training label CSV of --dataset folder (default <data-dir>/train.csv)")
+    what.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="STUDY",
+        help="Optuna study name of an earlier search in --optuna-storage (its parent run's "
+        "tag optuna_study); its finished trials seed this search's TPE (default: none)",
+    )
     what.add_argument(
         "--register-model",
         default=None,

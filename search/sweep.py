@@ -82,6 +82,7 @@ class SweepState:
     level_names: list[str]
     space: dict[str, str]
     base_run: dict[str, Any]
+    warm_start_study: str | None = None
 
 
 # Stage: dataset ----------------------------------------------------------------------
@@ -399,13 +400,40 @@ def make_searcher(state: SweepState) -> Any:
         import optuna
 
         storage = optuna.storages.RDBStorage(state.optuna_storage)
+    warm_start = ()
+    if state.warm_start_study is not None:
+        warm_start = finished_trials(state.optuna_storage, state.warm_start_study)
     return FinalMetricOptunaSearch(
         metric=OBJECTIVE,
         mode="max",
         seed=state.seed,
         storage=storage,
         study_name=state.study_name,
+        warm_start_trials=warm_start,
     )
+
+
+def finished_trials(optuna_storage: str | None, study_name: str) -> list[tuple[dict[str, Any], float]]:
+    """Return the (params, objective) pairs of a stored study's completed trials.
+
+    Raises:
+        SearchSetupError: there is no Optuna storage, or it holds no study of that name.
+    """
+    import optuna
+
+    if optuna_storage is None:
+        raise SearchSetupError(
+            f"--warm-start {study_name!r} needs an Optuna storage; drop --optuna-storage memory"
+        )
+    names = optuna.study.get_all_study_names(storage=optuna_storage)
+    if study_name not in names:
+        raise SearchSetupError(
+            f"--warm-start: study {study_name!r} was not found in {optuna_storage}; "
+            f"stored studies: {', '.join(names) or 'none'}"
+        )
+    study = optuna.load_study(study_name=study_name, storage=optuna_storage)
+    complete = optuna.trial.TrialState.COMPLETE
+    return [(dict(t.params), float(t.value)) for t in study.trials if t.state == complete and t.value is not None]
 
 
 def make_scheduler(state: SweepState) -> Any:
@@ -648,6 +676,13 @@ def prepare_new_search(options: SearchOptions, storage: str, tracking_uri: str) 
             f"search {name!r} already exists under {storage}; pass --resume to continue it "
             "or another --name to start a new one"
         )
+    optuna_storage = options.optuna_storage
+    if optuna_storage is None:
+        optuna_storage = tracking.default_optuna_storage(tracking_uri)
+    elif optuna_storage == "memory":
+        optuna_storage = None
+    if options.warm_start is not None:
+        finished_trials(optuna_storage, options.warm_start)  # raises before any run opens
     client = tracking.make_client(tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, options.experiment_name, tracking_uri)
     sweep_id = uuid.uuid4().hex
@@ -671,11 +706,6 @@ def prepare_new_search(options: SearchOptions, storage: str, tracking_uri: str) 
         space=space_text,
         budget=budget.describe(),
     )
-    optuna_storage = options.optuna_storage
-    if optuna_storage is None:
-        optuna_storage = tracking.default_optuna_storage(tracking_uri)
-    elif optuna_storage == "memory":
-        optuna_storage = None
     state = SweepState(
         name=name,
         sweep_id=sweep_id,
@@ -697,7 +727,9 @@ def prepare_new_search(options: SearchOptions, storage: str, tracking_uri: str) 
         level_names=list(info.level_names),
         space=space_text,
         base_run=base.to_dict(),
+        warm_start_study=options.warm_start,
     )
+    client.set_tag(parent_run_id, "optuna_study", state.study_name)
     tracking.log_yaml(client, parent_run_id, state.base_run, "base_run_config.yaml")
     save_sweep_state(storage, state)
     return state, space

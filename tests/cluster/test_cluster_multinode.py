@@ -7,8 +7,10 @@ path as `--storage-path s3://...` on AWS. The first run fails every trial on pur
 after two checkpoints, and Tuner.restore must resume each trial from its last
 checkpoint read back from S3.
 
-`run_search_on_cluster` takes any trainable, so the smoke search of the project can
-replace the trivial one here.
+The second test runs the project's real smoke search (search/tune.py with --address
+and an s3:// --storage-path) on the same kind of cluster: one Ray Train worker per
+trial on each worker node, and one trial that fails once and resumes from its
+checkpoint in S3.
 """
 
 from __future__ import annotations
@@ -238,6 +240,8 @@ def search_cluster(
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     # run_search sets this with os.environ.setdefault; setting it here restores it after.
     monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Ray Train records each run attempt and its workers' nodes in its state actor.
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -374,6 +378,16 @@ def test_smoke_search_spans_nodes_and_resumes_from_s3(
         for epoch in range(1, SEARCH_EPOCHS + 1):
             folder = f"{prefix}/train_runs/{trial_id}/checkpoint_epoch_{epoch:04d}/"
             assert any(key.startswith(folder) for key in keys), (folder, keys)
+
+    # What --resume reads: sweep.json back from S3 and restorable Tune state at the
+    # search's URI, with the endpoint options after the path.
+    from search.cli import join_storage
+    from search.sweep import load_sweep_state
+
+    state = load_sweep_state(s3_results.storage_path, SEARCH_NAME)
+    assert state.sweep_id == parent.data.tags["sweep_id"]
+    assert state.epochs == SEARCH_EPOCHS
+    assert tune.Tuner.can_restore(join_storage(s3_results.storage_path, SEARCH_NAME))
 
     # The trial the hook failed logged each epoch once: its retry continued from the
     # epoch-1 checkpoint read back from S3 instead of training epoch 1 again.
