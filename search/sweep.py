@@ -160,17 +160,35 @@ def cluster_has_gpu() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def trial_capacity(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> int:
+def trial_capacity(
+    num_workers: int, cpus_per_worker: float, use_gpu: bool, may_autoscale: bool = False
+) -> int | None:
     """Return how many trials fit on the cluster at once.
 
+    Args:
+        may_autoscale: the cluster was joined with --address and may add nodes on demand
+            (an autoscaling cluster starts with no worker nodes), so a shortage is only
+            logged and None (no limit from the current size) is returned.
+
     Raises:
-        SearchSetupError: one trial needs more CPUs or GPUs than the cluster has.
+        SearchSetupError: one trial needs more CPUs or GPUs than a local cluster has.
     """
     import ray
 
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     needed_cpus = num_workers * cpus_per_worker
+    needed_gpus = num_workers if use_gpu else 0
+    if may_autoscale and (needed_cpus > cpus or needed_gpus > gpus):
+        logger.warning(
+            "one trial needs %g CPUs and %d GPUs; the cluster has %g CPUs and %g GPUs now, so "
+            "trials wait until the autoscaler adds nodes",
+            needed_cpus,
+            needed_gpus,
+            cpus,
+            gpus,
+        )
+        return None
     if needed_cpus > cpus:
         raise SearchSetupError(
             f"--num-workers {num_workers} x --cpus-per-worker {cpus_per_worker:g} needs "
@@ -668,8 +686,17 @@ def prepare_new_search(options: SearchOptions, storage: str, tracking_uri: str) 
     if budget is None:
         budget = resolve_budget(options)
         base, space = build_run_and_space(options, budget, info)
-    capacity = trial_capacity(base.scaling.num_workers, base.scaling.cpus_per_worker, base.scaling.use_gpu)
-    concurrency = min(options.max_concurrent_trials or budget.max_concurrent_trials or capacity, capacity)
+    capacity = trial_capacity(
+        base.scaling.num_workers,
+        base.scaling.cpus_per_worker,
+        base.scaling.use_gpu,
+        may_autoscale=options.address is not None,
+    )
+    requested = options.max_concurrent_trials or budget.max_concurrent_trials
+    if capacity is None:
+        concurrency = requested or 1
+    else:
+        concurrency = min(requested or capacity, capacity)
     name = new_search_name(options, budget.name)
     if not is_remote(storage) and (Path(storage) / name / SWEEP_FILE).exists():
         raise SearchSetupError(
@@ -744,8 +771,15 @@ def run_search(options: SearchOptions) -> int:
     space: spaces.SearchSpace | None = None
     if options.resume:
         state = load_sweep_state(storage, find_search_to_resume(options, storage))
-        start_ray(options)
         client = tracking.make_client(state.tracking_uri)
+        if client.get_run(state.parent_run_id).info.status == "FINISHED":
+            print(
+                f"Search {state.name} has already finished (MLflow run {state.parent_run_id}); "
+                "there is nothing to resume. Start a new search without --resume.",
+                flush=True,
+            )
+            return 0
+        start_ray(options)
         tracking.resume_run(client, state.parent_run_id)
     else:
         tracking_uri = tracking.resolve_tracking_uri(options.tracking_uri)

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import AWS_YAML, REGION, load_cluster_module
+from cluster_helpers import AWS_YAML, REGION, load_cluster_module
 from ray.autoscaler._private.aws import config as ray_aws_config
 from ray.autoscaler._private.aws import utils as ray_aws_utils
 from ray.autoscaler._private.aws.node_provider import AWSNodeProvider

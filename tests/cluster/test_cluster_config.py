@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
-from conftest import AWS_YAML, CLUSTER_DIR, REPO_ROOT, load_cluster_module
+from cluster_helpers import AWS_YAML, CLUSTER_DIR, REPO_ROOT, load_cluster_module
 from packaging.requirements import Requirement
 from packaging.version import Version
 from ray.autoscaler._private.util import prepare_config, validate_config

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import CLUSTER_DIR, REGION, free_port
+from cluster_helpers import CLUSTER_DIR, REGION, free_port
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow

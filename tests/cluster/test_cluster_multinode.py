@@ -27,7 +27,7 @@ from typing import Any
 import boto3
 import pytest
 import ray
-from conftest import REGION
+from cluster_helpers import REGION, free_port
 from ray import tune
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
@@ -234,7 +234,6 @@ def search_cluster(
     The search joins it itself through --address. The dashboard serves Ray's state API,
     which the test reads to find the nodes of the Train workers.
     """
-    from conftest import free_port
 
     monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import REGION, load_cluster_module
+from cluster_helpers import REGION, load_cluster_module
 
 pytestmark = pytest.mark.slow
 
