@@ -435,7 +435,7 @@ def finished_trials(optuna_storage: str | None, study_name: str) -> list[tuple[d
     """Return the (params, objective) pairs of a stored study's completed trials.
 
     Raises:
-        SearchSetupError: there is no Optuna storage, or it holds no study of that name.
+        SearchSetupError: there is no Optuna storage, or it contains no study of that name.
     """
     import optuna
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_helpers import free_port
+from cluster_helpers import REGION, free_port
 
 
 @pytest.fixture(scope="session")
