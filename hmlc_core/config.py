@@ -34,7 +34,7 @@ class ConfigBase:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ConfigError when a field holds an invalid value."""
+        """Raise ConfigError when a field has an invalid value."""
 
     @classmethod
     def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:

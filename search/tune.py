@@ -17,6 +17,7 @@ if __package__ in (None, ""):
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 from search.cli import SearchSetupError, parse_options
@@ -31,7 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = parse_options(argv)
         from search.sweep import run_search  # imports Ray and torch: after the quick checks
 
-        return run_search(options)
+        started = time.monotonic()
+        status = run_search(options)
+        print(f"Search ran for {time.monotonic() - started:.0f} s (exit status {status})", flush=True)
+        return status
     except SearchSetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

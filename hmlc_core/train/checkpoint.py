@@ -180,7 +180,7 @@ def _fsync_directory(folder: Path) -> None:
 
 
 def verify_checkpoint(directory: str | os.PathLike[str]) -> None:
-    """Raise CheckpointError unless ``directory`` holds a complete checkpoint."""
+    """Raise CheckpointError unless ``directory`` contains a complete checkpoint."""
     folder = Path(directory)
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -214,7 +214,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainingState:
     """Load a checkpoint folder written by :func:`save_checkpoint` (tensors on CPU).
 
     Raises:
-        CheckpointError: the folder is missing files or holds truncated files.
+        CheckpointError: the folder is missing files or contains truncated files.
     """
     folder = Path(directory)
     verify_checkpoint(folder)

@@ -31,7 +31,7 @@ def steps_per_epoch(num_samples: int, global_batch: int, max_steps: int | None =
     """Return the number of full global batches per epoch, capped at ``max_steps``.
 
     Raises:
-        ValueError: the dataset holds fewer samples than one global batch.
+        ValueError: the dataset contains fewer samples than one global batch.
     """
     steps = num_samples // global_batch
     if steps == 0:
@@ -56,7 +56,7 @@ def epoch_batches(
     The last incomplete global batch is dropped.
 
     Returns:
-        LongTensor of shape (S, B): row s holds the indices of step s on this worker.
+        LongTensor of shape (S, B): row s contains the indices of step s on this worker.
     """
     global_batch = world_size * batch_per_worker
     num_steps = steps_per_epoch(num_samples, global_batch, max_steps)

@@ -45,7 +45,7 @@ class ViewOutputs:
 
 @dataclasses.dataclass(frozen=True)
 class StepResult:
-    """What one optimiser step reports.
+    """Metrics of one optimiser step.
 
     Attributes:
         loss: The minimised loss.
